@@ -1,0 +1,363 @@
+"""The one place that talks to CHOLMOD: a shared, cached sparse Cholesky factor.
+
+Every Op of the package (log-determinant, solve, selected inverse, sampling) and every
+gradient of them asks :data:`CACHE` for the factor of ``(pattern, values)``:
+
+* the symbolic analysis (fill-reducing ordering and elimination tree) runs once per
+  :class:`~pymc_sparse.pattern.SparsityPattern`;
+* the numeric factorisation runs once per distinct value vector, identified by a
+  128-bit BLAKE2 digest of its bytes, and is kept in a small LRU;
+* derived quantities (log-determinant, the explicit factor ``L``, the selected
+  inverse) are computed lazily on the cached entry, so a log-density and its gradient
+  at one point share one factorisation.
+
+Failure policy: a matrix that is not positive definite gives a *failed* entry.  The
+Ops turn that into NaN (a sampler rejects the point); :func:`cholesky` called by a
+user outside a graph raises :class:`NotPositiveDefiniteError` naming the column.
+CHOLMOD reports this case in different ways (exception in supernodal mode, NaN or a
+warning in simplicial mode, depending on the version); all are normalised here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from pymc_sparse.pattern import SparsityPattern
+from pymc_sparse.selinv import map_pattern_to_factor, takahashi_simplicial
+
+__all__ = [
+    "CACHE",
+    "CholeskyCache",
+    "Factor",
+    "NotPositiveDefiniteError",
+    "cache_info",
+    "cholesky",
+    "clear_cache",
+]
+
+try:  # scikit-sparse is a hard dependency; keep the import error readable.
+    from sksparse import cholmod as _cholmod
+except ImportError as err:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "pymc_sparse needs scikit-sparse (CHOLMOD). On Debian run `make setup`, or:\n"
+        "  apt-get install libsuitesparse-dev && pip install 'scikit-sparse>=0.4.12,<0.5'"
+    ) from err
+
+
+class NotPositiveDefiniteError(np.linalg.LinAlgError):
+    """The matrix handed to a Cholesky factorisation is not positive definite."""
+
+
+def _digest(data: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(data).view(np.uint8), digest_size=16).digest()
+
+
+@dataclass
+class _Symbolic:
+    """Symbolic analysis of one pattern, shared by all its numeric factors."""
+
+    analysis: object
+    lock: threading.RLock
+    perm: np.ndarray
+    # Filled by the first numeric factor that extracts L.
+    L_indptr: np.ndarray | None = None
+    L_indices: np.ndarray | None = None
+    q_to_l: np.ndarray | None = None
+
+
+@dataclass
+class Factor:
+    """A numeric Cholesky factorisation of ``Q[p][:, p] = L L'`` and what derives from it.
+
+    Instances come from :class:`CholeskyCache`; do not build them directly.  Attribute
+    ``ok`` is False when ``Q`` is not positive definite; every accessor then returns
+    NaN-filled results instead of raising.
+    """
+
+    pattern: SparsityPattern
+    symbolic: _Symbolic
+    chol: object | None
+    ok: bool
+    failed_column: int = -1
+    _logdet: float = float("nan")
+    _L: sp.csc_matrix | None = field(default=None, repr=False)
+    _selinv_L: np.ndarray | None = field(default=None, repr=False)
+    _selinv_Q: np.ndarray | None = field(default=None, repr=False)
+
+    # -- scalars --------------------------------------------------------------------
+    def logdet(self) -> float:
+        """:math:`\\log\\det Q = 2\\sum_j \\log L_{jj}`, NaN if not positive definite."""
+        return self._logdet
+
+    # -- solves -------------------------------------------------------------------
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """Solve ``Q x = b`` for a vector or an ``(n, k)`` matrix ``b``."""
+        b = np.asarray(b, dtype=np.float64)
+        if not self.ok:
+            return np.full(b.shape, np.nan)
+        with self.symbolic.lock:
+            x = self.chol.solve_A(b)
+        return np.asarray(x, dtype=np.float64).reshape(b.shape)
+
+    def solve_Lt_perm(self, z: np.ndarray) -> np.ndarray:
+        """``P' L^{-T} z``: maps iid standard normals ``z`` to a draw from N(0, Q^{-1})."""
+        z = np.asarray(z, dtype=np.float64)
+        if not self.ok:
+            return np.full(z.shape, np.nan)
+        with self.symbolic.lock:
+            y = self.chol.solve_Lt(z, use_LDLt_decomposition=False)
+            x = self.chol.apply_Pt(y)
+        return np.asarray(x, dtype=np.float64).reshape(z.shape)
+
+    def L(self) -> sp.csc_matrix:
+        """The explicit lower factor ``L`` (permuted order, sorted rows), cached."""
+        if self._L is None:
+            with self.symbolic.lock:
+                L = self.chol.L()
+            L = sp.csc_matrix(L)
+            if not L.has_sorted_indices:
+                L.sort_indices()
+            self._L = L
+        return self._L
+
+    # -- selected inverse ---------------------------------------------------------
+    def selected_inverse_factor(self) -> np.ndarray:
+        """Entries of ``(L L')^{-1}`` on the pattern of ``L`` (permuted order)."""
+        if self._selinv_L is None:
+            L = self.L()
+            self._selinv_L = takahashi_simplicial(L.indptr, L.indices, L.data)
+        return self._selinv_L
+
+    def selected_inverse(self) -> np.ndarray:
+        """Entries of ``Q^{-1}`` on the (lower-triangle) pattern of ``Q``, in data order."""
+        if not self.ok:
+            return np.full(self.pattern.nnz, np.nan)
+        if self._selinv_Q is None:
+            L = self.L()
+            sym = self.symbolic
+            with sym.lock:
+                if (
+                    sym.q_to_l is None
+                    or sym.L_indptr is None
+                    or not np.array_equal(sym.L_indptr, L.indptr)
+                ):
+                    sym.q_to_l = map_pattern_to_factor(self.pattern, sym.perm, L.indptr, L.indices)
+                    sym.L_indptr = L.indptr.copy()
+                    sym.L_indices = L.indices.copy()
+                q_to_l = sym.q_to_l
+            self._selinv_Q = self.selected_inverse_factor()[q_to_l]
+        return self._selinv_Q
+
+    def marginal_variances(self) -> np.ndarray:
+        """``diag(Q^{-1})``."""
+        s = self.selected_inverse()
+        return s[self.pattern.diag_index]
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`NotPositiveDefiniteError` with the failing column, if any."""
+        if not self.ok:
+            col = (
+                f" (the factorisation broke down at column {self.failed_column} of Q)"
+                if self.failed_column >= 0
+                else ""
+            )
+            raise NotPositiveDefiniteError(
+                f"The matrix is not positive definite{col}. Check the signs of its "
+                "entries, that alpha/rho lie inside their support, and that an intrinsic "
+                "(rank-deficient) precision is not passed where a proper one is needed."
+            )
+
+
+class CholeskyCache:
+    """LRU cache of CHOLMOD factors keyed by pattern and a digest of the values.
+
+    Parameters
+    ----------
+    maxsize : int
+        Number of numeric factors kept.  A NUTS step needs one (value and gradient at
+        one point share it); a few more serve interleaved chains and models.
+    ordering : str
+        CHOLMOD ordering used by the symbolic analysis (``"amd"``, ``"metis"``,
+        ``"nesdis"``, ``"default"``).  AMD is the default: on a 300 x 300 lattice it
+        analysed in 0.03 s against 0.32 s for METIS, for a numeric factorisation within
+        measurement noise of METIS's.
+    """
+
+    def __init__(self, maxsize: int = 8, ordering: str = "amd"):
+        self.maxsize = int(maxsize)
+        self.ordering = ordering
+        self._lock = threading.Lock()
+        self._reset_state()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _reset_state(self):
+        self._symbolic: dict[bytes, _Symbolic] = {}
+        self._numeric: OrderedDict[tuple[bytes, bytes], Factor] = OrderedDict()
+        self._inflight: dict[tuple[bytes, bytes], threading.Event] = {}
+        self._stats = {"symbolic": 0, "numeric": 0, "hits": 0, "misses": 0, "failed": 0}
+
+    def _after_fork(self):
+        # A lock held by another thread at fork time would never be released in the child.
+        self._lock = threading.Lock()
+        self._reset_state()
+
+    # -- public -------------------------------------------------------------------
+    def info(self) -> dict:
+        """Counts of symbolic analyses, numeric factorisations, cache hits and misses."""
+        with self._lock:
+            d = dict(self._stats)
+            d["cached_factors"] = len(self._numeric)
+            d["cached_patterns"] = len(self._symbolic)
+            d["maxsize"] = self.maxsize
+            return d
+
+    def clear(self) -> None:
+        """Drop every factor and analysis and reset the counters."""
+        with self._lock:
+            self._reset_state()
+
+    def factor(self, pattern: SparsityPattern, data) -> Factor:
+        """The (possibly failed) factor of the matrix with these pattern and values."""
+        data = np.ascontiguousarray(data, dtype=np.float64)
+        if data.shape != (pattern.nnz,):
+            raise ValueError(
+                f"Values vector has shape {data.shape} but {pattern!r} needs ({pattern.nnz},)."
+            )
+        key = (pattern.key, _digest(data))
+        while True:
+            with self._lock:
+                f = self._numeric.get(key)
+                if f is not None:
+                    self._numeric.move_to_end(key)
+                    self._stats["hits"] += 1
+                    return f
+                ev = self._inflight.get(key)
+                if ev is None:
+                    ev = threading.Event()
+                    self._inflight[key] = ev
+                    self._stats["misses"] += 1
+                    break
+            # Another thread is factorising these very values: wait and reuse its result.
+            ev.wait()
+        try:
+            f = self._factorize(pattern, data)
+            with self._lock:
+                self._numeric[key] = f
+                while len(self._numeric) > self.maxsize:
+                    self._numeric.popitem(last=False)
+            return f
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+            ev.set()
+
+    # -- internals ------------------------------------------------------------------
+    def _symbolic_for(self, pattern: SparsityPattern) -> _Symbolic:
+        with self._lock:
+            s = self._symbolic.get(pattern.key)
+        if s is not None:
+            return s
+        if not pattern.has_full_diagonal:
+            raise ValueError(
+                f"{pattern!r} lacks some diagonal entries; a Cholesky factor needs all of "
+                "them (store explicit zeros)."
+            )
+        A = pattern.lower_csc(np.ones(pattern.nnz))
+        analysis = _cholmod.analyze(A, ordering_method=self.ordering)
+        s = _Symbolic(analysis=analysis, lock=threading.RLock(), perm=np.asarray(analysis.P()))
+        with self._lock:
+            s = self._symbolic.setdefault(pattern.key, s)
+            self._stats["symbolic"] += 1
+        return s
+
+    def _factorize(self, pattern: SparsityPattern, data: np.ndarray) -> Factor:
+        sym = self._symbolic_for(pattern)
+        with self._lock:
+            self._stats["numeric"] += 1
+        if not np.all(np.isfinite(data)):
+            with self._lock:
+                self._stats["failed"] += 1
+            return Factor(pattern, sym, None, ok=False)
+        A = pattern.lower_csc(data)
+        with sym.lock:
+            chol = sym.analysis.copy()
+            try:
+                chol.cholesky_inplace(A)
+                ld = float(chol.logdet())
+                ok = np.isfinite(ld)
+            except _cholmod.CholmodNotPositiveDefiniteError:
+                ok, ld = False, float("nan")
+            failed_column = -1
+            if not ok:
+                failed_column = self._failed_column(chol, sym.perm)
+        if not ok:
+            with self._lock:
+                self._stats["failed"] += 1
+            return Factor(pattern, sym, None, ok=False, failed_column=failed_column)
+        return Factor(pattern, sym, chol, ok=True, _logdet=ld)
+
+    @staticmethod
+    def _failed_column(chol, perm) -> int:
+        # CHOLMOD leaves the columns before the failing pivot valid; the first diagonal
+        # entry that is not a positive finite number is the failing (permuted) column.
+        try:
+            d = np.asarray(chol.D())
+        except Exception:
+            return -1
+        bad = np.flatnonzero(~(d > 0) | ~np.isfinite(d))
+        return int(perm[bad[0]]) if bad.size else -1
+
+
+#: The process-wide cache used by every Op.
+CACHE = CholeskyCache()
+
+
+def cache_info() -> dict:
+    """Counters of the shared factor cache.
+
+    Returns
+    -------
+    dict
+        ``symbolic`` (analyses run), ``numeric`` (numeric factorisations run), ``hits``,
+        ``misses``, ``failed`` (not positive definite), ``cached_factors``,
+        ``cached_patterns`` and ``maxsize``.
+    """
+    return CACHE.info()
+
+
+def clear_cache() -> None:
+    """Empty the shared factor cache and reset its counters."""
+    CACHE.clear()
+
+
+def cholesky(Q) -> Factor:
+    """Factorise a constant symmetric positive-definite matrix, raising on failure.
+
+    Parameters
+    ----------
+    Q : scipy.sparse matrix or SparseMatrix with constant values
+        The full symmetric matrix (for scipy input) or a :class:`SparseMatrix`.
+
+    Returns
+    -------
+    Factor
+        The cached factor; use ``.logdet()``, ``.solve(b)``, ``.selected_inverse()``.
+
+    Raises
+    ------
+    NotPositiveDefiniteError
+        Naming the first column at which the factorisation broke down.
+    """
+    from pymc_sparse.sparse import as_constant_pattern_data
+
+    pattern, data = as_constant_pattern_data(Q)
+    f = CACHE.factor(pattern, data)
+    f.raise_if_failed()
+    return f
