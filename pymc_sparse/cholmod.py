@@ -155,6 +155,15 @@ class Factor:
             self._selinv_Q = self.selected_inverse_factor()[q_to_l]
         return self._selinv_Q
 
+    def selected_inverse_vjp(self, sbar: np.ndarray) -> np.ndarray:
+        """Cotangent of the stored values of Q given a cotangent of ``selected_inverse()``.
+
+        Implemented in :mod:`pymc_sparse.selinv_grad` (second-order derivatives).
+        """
+        from pymc_sparse.selinv_grad import selected_inverse_vjp
+
+        return selected_inverse_vjp(self, np.asarray(sbar, dtype=np.float64))
+
     def marginal_variances(self) -> np.ndarray:
         """``diag(Q^{-1})``."""
         s = self.selected_inverse()
