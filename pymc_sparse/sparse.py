@@ -25,7 +25,10 @@ __all__ = ["SparseMatrix", "as_constant_pattern_data", "as_sparse_matrix", "kron
 
 
 def _as_float64_vector(data, what: str = "data"):
-    data = pt.as_tensor_variable(data)
+    if not isinstance(data, Variable):
+        # Python/NumPy numbers: keep their full precision (no autocast to float32).
+        arr = np.asarray(data)
+        data = pt.as_tensor_variable(arr.astype(np.float64) if arr.dtype.kind in "biuf" else arr)
     if data.type.ndim != 1:
         raise TypeError(f"`{what}` must be a vector of stored values, got {data.type}.")
     if data.type.dtype == "float32" or data.type.dtype == "float16":
@@ -166,7 +169,7 @@ class SparseMatrix:
 
     # -- arithmetic ---------------------------------------------------------------------
     def _scalar(self, c):
-        c = pt.as_tensor_variable(c)
+        c = pt.as_tensor_variable(c if isinstance(c, Variable) else np.float64(c))
         if c.type.ndim != 0:
             raise TypeError(
                 f"A SparseMatrix can only be scaled by a scalar, got {c.type}. Use "
@@ -210,7 +213,7 @@ class SparseMatrix:
 
     def add_diagonal(self, d) -> SparseMatrix:
         """``self + diag(d)`` for a scalar or length-``n`` vector ``d``."""
-        d = pt.as_tensor_variable(d)
+        d = pt.as_tensor_variable(d if isinstance(d, Variable) else np.asarray(d, np.float64))
         if d.type.ndim == 0:
             d = pt.alloc(d, self.n)
         elif d.type.ndim != 1:

@@ -1,0 +1,63 @@
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import pymc_sparse as pms
+from pymc_sparse.cholmod import CACHE, CholeskyCache
+from pymc_sparse.pattern import SparsityPattern
+from tests.helpers import grid_laplacian
+
+
+def test_lru_bound_and_counters():
+    cache = CholeskyCache(maxsize=3)
+    p, d = SparsityPattern.from_scipy(grid_laplacian(4))
+    for k in range(5):
+        cache.factor(p, d * (1 + k))
+    info = cache.info()
+    assert info["numeric"] == 5 and info["symbolic"] == 1 and info["cached_factors"] == 3
+    cache.factor(p, d * 5)  # most recent: a hit
+    assert cache.info()["hits"] == 1
+    cache.factor(p, d * 1)  # evicted: refactorised
+    assert cache.info()["numeric"] == 6
+
+
+def test_threads_share_one_factorisation():
+    p, d = SparsityPattern.from_scipy(grid_laplacian(30))
+    results, errors = [], []
+
+    def work():
+        try:
+            for k in range(5):
+                results.append(CACHE.factor(p, d * (1 + k % 2)).logdet())
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert pms.cache_info()["numeric"] == 2
+    ref = np.linalg.slogdet(grid_laplacian(30).toarray())[1]
+    assert np.isclose(min(results), ref) or np.isclose(max(results), ref)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_gets_fresh_cache():
+    p, d = SparsityPattern.from_scipy(grid_laplacian(5))
+    CACHE.factor(p, d)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            ok = CACHE.info()["cached_factors"] == 0 and np.isfinite(CACHE.factor(p, d).logdet())
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    msg = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert msg == b"1"
