@@ -1,0 +1,298 @@
+r"""JAX dispatch of the sparse Ops: ``pure_callback`` to CHOLMOD inside ``jax.custom_vjp``.
+
+``pm.sample(nuts_sampler="numpyro" | "blackjax")`` turns the model's log density into a
+JAX function with :func:`pytensor.link.jax.dispatch.jax_funcify` and lets *JAX*
+differentiate it: the Ops' ``L_op`` is never called on that path.  Each Op therefore
+gets a JAX function here that JAX can jit, vmap and differentiate:
+
+* the numerical work runs on the host through :func:`jax.pure_callback`, against the
+  shared factor cache :data:`pymc_sparse.cholmod.CACHE`, so a value and its gradient at
+  one point share one numeric factorisation (the backward pass finds the factor the
+  forward pass left in the cache);
+* derivatives are :func:`jax.custom_vjp` rules with the same maths as the Ops' ``L_op``
+  (see :class:`~pymc_sparse.ops.logdet.SparseLogDet`,
+  :class:`~pymc_sparse.ops.solve.SparseSolve`,
+  :class:`~pymc_sparse.ops.selinv.SparseSelectedInverse`).  Backward passes are built
+  from the differentiable JAX functions of this module, so reverse-over-reverse
+  (``jax.jacrev(jax.grad(f))``) works wherever the first-order rule of every piece
+  exists.  Forward mode (``jax.jvp``, ``jax.jacfwd``, hence ``jax.hessian``) is not
+  available for ``custom_vjp`` functions;
+* under :func:`jax.vmap` (numpyro ``chain_method="vectorized"``, PyMC's
+  post-processing) the callbacks use ``vmap_method="expand_dims"``: the host receives the
+  whole batch in one call and factorises each distinct matrix once, in a loop; a batch
+  of right-hand sides against one unbatched matrix is a single multi-column solve;
+* a matrix that is not positive definite gives NaN, never an exception from inside a
+  callback (one exception would end a whole numpyro run);
+* only ``O(nnz)`` numbers cross between device and host per call: the stored values of
+  :math:`Q` go out, a scalar, a vector of length ``n`` (times the columns of ``b``) or
+  ``nnz`` values of the selected inverse come back, so the same code runs with JAX on a
+  GPU (the factorisation stays on the host CPU).
+
+Everything is in float64.  PyTensor's JAX backend switches ``jax_enable_x64`` on when it
+is imported with ``pytensor.config.floatX == "float64"`` (the default, and what
+``pymc.sampling.jax`` relies on); if x64 is off when a function is built or traced, a
+``RuntimeError`` says how to switch it on instead of factorising in float32.
+
+References
+----------
+.. [1] Giles, M. (2008). Collected matrix derivative results for forward and reverse
+   mode algorithmic differentiation. LNCSE 64, 35-44.
+.. [2] Rue, H. and Held, L. (2005). *Gaussian Markov Random Fields*. Chapman & Hall, 2.4.
+.. [3] JAX documentation, "External callbacks" and "Custom derivative rules".
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from pytensor.link.jax.dispatch import jax_funcify
+
+from pymc_sparse.cholmod import CACHE
+from pymc_sparse.ops.logdet import SparseLogDet
+from pymc_sparse.ops.selinv import SparseSelectedInverse
+from pymc_sparse.ops.solve import SparseSolve
+from pymc_sparse.pattern import SparsityPattern
+
+__all__ = [
+    "jax_funcify_SparseLogDet",
+    "jax_funcify_SparseSelectedInverse",
+    "jax_funcify_SparseSolve",
+    "jax_logdet",
+    "jax_selected_inverse",
+    "jax_solve",
+]
+
+_log = logging.getLogger(__name__)
+
+_X64_MESSAGE = (
+    "pymc_sparse needs JAX in 64-bit mode: sparse Cholesky factorisations are not "
+    "reliable in float32. Call `jax.config.update('jax_enable_x64', True)` before "
+    "building or running the JAX function (PyTensor does this itself when it is imported "
+    "with pytensor.config.floatX == 'float64', the default)."
+)
+
+# Result dtype of every callback.  ``jax.ShapeDtypeStruct`` with float64 is only legal
+# in x64 mode, which `_require_x64` checks first.
+_F64 = np.float64
+
+
+def _require_x64() -> None:
+    if not jax.config.read("jax_enable_x64"):
+        raise RuntimeError(_X64_MESSAGE)
+
+
+def _check_float64(x, name: str) -> None:
+    _require_x64()
+    if x.dtype != jnp.float64:
+        raise TypeError(
+            f"`{name}` reached a pymc_sparse JAX function as {x.dtype}; it must be float64. "
+            + _X64_MESSAGE
+        )
+
+
+# ---------------------------------------------------------------------------------
+# Host side: NumPy in, NumPy out, never raises.
+# ---------------------------------------------------------------------------------
+def _guarded(fn, shape):
+    """``fn()``, or a NaN array of ``shape`` if it raises (callbacks must not raise)."""
+    try:
+        return fn()
+    except NotImplementedError:
+        # A missing feature fails the same way at every point: say so instead of NaN.
+        raise
+    except Exception:  # a failing callback would end the whole JAX program
+        _log.warning("pymc_sparse host callback failed; returning NaN.", exc_info=True)
+        return np.full(shape, np.nan)
+
+
+def _factor(pattern: SparsityPattern, data: np.ndarray):
+    return CACHE.factor(pattern, data)
+
+
+def _host_logdet(pattern: SparsityPattern, data) -> np.ndarray:
+    data = np.asarray(data, dtype=_F64)
+    flat = data.reshape(-1, pattern.nnz)
+    out = np.empty(flat.shape[0], dtype=_F64)
+    for i, d in enumerate(flat):  # one factorisation per batch member
+        out[i] = _guarded(lambda d=d: _factor(pattern, d).logdet(), ())
+    return out.reshape(data.shape[:-1])
+
+
+def _host_selinv(pattern: SparsityPattern, data) -> np.ndarray:
+    data = np.asarray(data, dtype=_F64)
+    flat = data.reshape(-1, pattern.nnz)
+    out = np.empty_like(flat)
+    for i, d in enumerate(flat):
+        out[i] = _guarded(lambda d=d: _factor(pattern, d).selected_inverse(), (pattern.nnz,))
+    return out.reshape(data.shape)
+
+
+def _host_solve(pattern: SparsityPattern, core_ndim: int, data, b) -> np.ndarray:
+    """Solve for every batch member; ``b`` has ``core_ndim`` (1 or 2) trailing core axes."""
+    data = np.asarray(data, dtype=_F64)
+    b = np.asarray(b, dtype=_F64)
+    core = b.shape[b.ndim - core_ndim :]
+    batch = np.broadcast_shapes(data.shape[:-1], b.shape[: b.ndim - core_ndim])
+    out_shape = (*batch, *core)
+    n_data = int(np.prod(data.shape[:-1], dtype=np.int64))
+    if n_data == 1:
+        # One matrix, many right-hand sides (jacrev, vmap over b): one multi-column solve.
+        bb = np.broadcast_to(b, out_shape).reshape(-1, *core)  # (m, n[, k])
+        cols = np.moveaxis(bb, 0, 1).reshape(pattern.n, -1)  # (n, m[*k])
+        d = data.reshape(pattern.nnz)
+
+        def one():
+            x = _factor(pattern, d).solve(cols)
+            return np.moveaxis(x.reshape(pattern.n, bb.shape[0], *core[1:]), 1, 0)
+
+        return _guarded(one, bb.shape).reshape(out_shape)
+    dd = np.broadcast_to(data, (*batch, pattern.nnz)).reshape(-1, pattern.nnz)
+    bb = np.broadcast_to(b, out_shape).reshape(-1, *core)
+    out = np.empty(bb.shape, dtype=_F64)
+    for i in range(dd.shape[0]):
+        out[i] = _guarded(lambda i=i: _factor(pattern, dd[i]).solve(bb[i]), core)
+    return out.reshape(out_shape)
+
+
+def _host_selinv_vjp(pattern: SparsityPattern, data, sbar) -> np.ndarray:
+    data = np.asarray(data, dtype=_F64)
+    sbar = np.asarray(sbar, dtype=_F64)
+    batch = np.broadcast_shapes(data.shape[:-1], sbar.shape[:-1])
+    ss = np.broadcast_to(sbar, (*batch, pattern.nnz)).reshape(-1, pattern.nnz)
+    if int(np.prod(data.shape[:-1], dtype=np.int64)) == 1:
+        dd = data.reshape(1, pattern.nnz)  # one matrix, many cotangents (jacrev): factor once
+    else:
+        dd = np.broadcast_to(data, (*batch, pattern.nnz)).reshape(-1, pattern.nnz)
+    out = np.empty(ss.shape, dtype=_F64)
+
+    def one(d, s):
+        f = _factor(pattern, d)
+        return f.selected_inverse_vjp(s) if f.ok else np.full(pattern.nnz, np.nan)
+
+    for i in range(ss.shape[0]):
+        d = dd[i if dd.shape[0] > 1 else 0]
+        out[i] = _guarded(lambda d=d, i=i: one(d, ss[i]), (pattern.nnz,))
+    return out.reshape((*batch, pattern.nnz))
+
+
+# ---------------------------------------------------------------------------------
+# JAX side: one set of functions per pattern, built once.
+# ---------------------------------------------------------------------------------
+def _callback(fn, shape, *args):
+    return jax.pure_callback(
+        fn, jax.ShapeDtypeStruct(shape, _F64), *args, vmap_method="expand_dims"
+    )
+
+
+def _lower_pair_product(pattern: SparsityPattern, u, v):
+    r"""``d(u' Q v)/dq_e``: :math:`u_i v_j + u_j v_i` off the diagonal, :math:`u_i v_i` on it."""
+    r, c = pattern.rows, pattern.cols
+    half = np.where(pattern.is_diag, 0.5, 1.0)
+    prod = u[r] * v[c] + u[c] * v[r]
+    if prod.ndim == 2:
+        prod = prod.sum(axis=1)
+    return half * prod
+
+
+@functools.lru_cache(maxsize=64)
+def _functions(pattern: SparsityPattern):
+    """``(logdet, solve, selected_inverse)`` JAX functions of stored values ``data``."""
+    nnz = pattern.nnz
+    w = np.asarray(pattern.symmetric_weights)
+
+    # -- selected inverse ----------------------------------------------------------
+    @jax.custom_vjp
+    def selected_inverse(data):
+        _check_float64(data, "data")
+        return _callback(functools.partial(_host_selinv, pattern), (nnz,), data)
+
+    def selinv_fwd(data):
+        return selected_inverse(data), data
+
+    def selinv_bwd(data, sbar):
+        # d S = -P(S dQ S): needs entries of S off the pattern; see pymc_sparse.selinv_grad.
+        return (_callback(functools.partial(_host_selinv_vjp, pattern), (nnz,), data, sbar),)
+
+    selected_inverse.defvjp(selinv_fwd, selinv_bwd)
+
+    # -- log-determinant -------------------------------------------------------------
+    @jax.custom_vjp
+    def logdet(data):
+        _check_float64(data, "data")
+        return _callback(functools.partial(_host_logdet, pattern), (), data)
+
+    def logdet_fwd(data):
+        # Residual is `data` alone: the backward pass asks the cache for the same factor.
+        return logdet(data), data
+
+    def logdet_bwd(data, g):
+        # d logdet / d q_e = w_e (Q^{-1})_ij, through the differentiable selected inverse.
+        return (g * w * selected_inverse(data),)
+
+    logdet.defvjp(logdet_fwd, logdet_bwd)
+
+    # -- solve -------------------------------------------------------------------------
+    @jax.custom_vjp
+    def solve(data, b):
+        _check_float64(data, "data")
+        _check_float64(b, "b")
+        if b.ndim not in (1, 2) or b.shape[0] != pattern.n:
+            raise ValueError(
+                f"`b` must have shape ({pattern.n},) or ({pattern.n}, k), got {b.shape}."
+            )
+        host = functools.partial(_host_solve, pattern, b.ndim)
+        return _callback(host, b.shape, data, b)
+
+    def solve_fwd(data, b):
+        x = solve(data, b)
+        return x, (data, x)
+
+    def solve_bwd(res, xbar):
+        # bbar = Q^{-1} xbar; qbar_e = -(bbar_i x_j + bbar_j x_i) (halved on the diagonal).
+        data, x = res
+        bbar = solve(data, xbar)
+        return (-_lower_pair_product(pattern, bbar, x), bbar)
+
+    solve.defvjp(solve_fwd, solve_bwd)
+
+    return logdet, solve, selected_inverse
+
+
+def jax_logdet(pattern: SparsityPattern):
+    """JAX function ``data -> log det Q`` for this pattern (NaN if not positive definite)."""
+    _require_x64()
+    return _functions(pattern)[0]
+
+
+def jax_solve(pattern: SparsityPattern):
+    """JAX function ``(data, b) -> Q^{-1} b`` for this pattern, ``b`` of shape (n,) or (n, k)."""
+    _require_x64()
+    return _functions(pattern)[1]
+
+
+def jax_selected_inverse(pattern: SparsityPattern):
+    """JAX function ``data -> Q^{-1}`` on the stored (lower-triangle) pattern, data order."""
+    _require_x64()
+    return _functions(pattern)[2]
+
+
+@jax_funcify.register(SparseLogDet)
+def jax_funcify_SparseLogDet(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.logdet.SparseLogDet`."""
+    return jax_logdet(op.pattern)
+
+
+@jax_funcify.register(SparseSolve)
+def jax_funcify_SparseSolve(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.solve.SparseSolve`."""
+    return jax_solve(op.pattern)
+
+
+@jax_funcify.register(SparseSelectedInverse)
+def jax_funcify_SparseSelectedInverse(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.selinv.SparseSelectedInverse`."""
+    return jax_selected_inverse(op.pattern)
