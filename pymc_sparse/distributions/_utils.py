@@ -1,0 +1,63 @@
+"""Small helpers shared by the distributions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.graph.basic import Constant, Variable
+from pytensor.tensor.exceptions import NotScalarConstantError
+
+__all__ = ["as_scalar_param", "constant_value", "core_numeric", "core_param", "is_finite"]
+
+
+def constant_value(x):
+    """Return the numeric value of a constant (number, array, PyTensor constant), else None."""
+    if isinstance(x, Constant):
+        return np.asarray(x.data)
+    if isinstance(x, Variable):
+        try:
+            return np.asarray(pt.get_underlying_scalar_constant_value(x))
+        except NotScalarConstantError:
+            return None
+    return np.asarray(x)
+
+
+def as_scalar_param(x, what: str):
+    """Convert to a float64 scalar tensor, squeezing arrays whose dimensions all have length 1."""
+    x = pt.as_tensor_variable(x)
+    if x.type.ndim and not all(x.type.broadcastable):
+        raise TypeError(f"`{what}` must be a scalar, got {x.type}.")
+    if x.type.ndim:
+        x = x.reshape(())
+    return pt.cast(x, "float64")
+
+
+def core_param(p, ndim: int, what: str):
+    """Drop the broadcastable leading dimensions PyTensor adds to a core parameter.
+
+    PyTensor expands every parameter to the batch rank of the variable (``size``); a
+    parameter shared by the whole batch has length-1 leading dimensions, which are
+    removed here.  A genuinely batched parameter raises ``NotImplementedError``.
+    """
+    extra = p.type.ndim - ndim
+    if extra <= 0:
+        return p
+    if not all(p.type.broadcastable[:extra]):
+        raise NotImplementedError(
+            f"A batch of different {what} is not supported in the log-density: every member "
+            f"of the batch must share one {what}. Create one variable per {what} instead."
+        )
+    return p.reshape(p.shape[extra:])
+
+
+def core_numeric(x, ndim: int) -> np.ndarray:
+    """Numeric counterpart of :func:`core_param` (drops length-1 leading dimensions)."""
+    x = np.asarray(x, dtype=np.float64)
+    while x.ndim > ndim and x.shape[0] == 1:
+        x = x[0]
+    return x
+
+
+def is_finite(x):
+    """Symbolic ``isfinite`` (PyTensor has ``isnan`` and ``isinf`` only)."""
+    return ~pt.isnan(x) & ~pt.isinf(x)
