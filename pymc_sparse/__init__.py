@@ -24,10 +24,32 @@ from pymc_sparse.sampling import sample_gmrf as sample_gmrf
 from pymc_sparse.sparse import SparseMatrix as SparseMatrix
 from pymc_sparse.sparse import kron as kron
 
+# Distributions and precision builders (issue 4), one-parameter log-determinants (issue 9).
+from pymc_sparse import precision as precision
+from pymc_sparse.distributions import BYM2 as BYM2
+from pymc_sparse.distributions import CAR as CAR
+from pymc_sparse.distributions import ICAR as ICAR
+from pymc_sparse.distributions import SparseGMRF as SparseGMRF
+from pymc_sparse.logdet1d import LogDetFamily as LogDetFamily
+from pymc_sparse.logdet1d import OneParameterLogDet as OneParameterLogDet
+from pymc_sparse.logdet1d import car_logdet_family as car_logdet_family
+from pymc_sparse.logdet1d import leroux_logdet_family as leroux_logdet_family
+from pymc_sparse.logdet1d import logdet_family as logdet_family
+from pymc_sparse.logdet1d import sar_logdet_family as sar_logdet_family
+from pymc_sparse.precision import ar1_precision as ar1_precision
+from pymc_sparse.precision import car_precision as car_precision
+from pymc_sparse.precision import connected_components as connected_components
+from pymc_sparse.precision import icar_precision as icar_precision
+from pymc_sparse.precision import lattice_adjacency as lattice_adjacency
+from pymc_sparse.precision import leroux_precision as leroux_precision
+from pymc_sparse.precision import linear_combination as linear_combination
+from pymc_sparse.precision import rw1 as rw1
+from pymc_sparse.precision import rw2 as rw2
+from pymc_sparse.precision import scaling_factor as scaling_factor
+from pymc_sparse.precision import validate_adjacency as validate_adjacency
+
 __version__ = "0.1.0"
 
 if importlib.util.find_spec("jax") is not None:  # registers jax_funcify for every Op
-    try:
-        import pymc_sparse.dispatch.jax  # noqa: F401
-    except ImportError:  # pragma: no cover - dispatch module not present yet
-        pass
+    import pymc_sparse.dispatch.jax  # noqa: F401
+    import pymc_sparse.logdet1d_jax  # noqa: F401
