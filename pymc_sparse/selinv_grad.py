@@ -52,16 +52,27 @@ References
 
 from __future__ import annotations
 
+import contextlib
+
 import numba
 import numpy as np
 
+from pymc_sparse import selinv as _selinv
 from pymc_sparse.selinv import map_pattern_to_factor
+
+# The forward kernel's guard that keeps SciPy's OpenBLAS single-threaded while a kernel
+# runs (one shared, reference-counted guard: two independent ones would restore each
+# other's settings at the wrong time).  Without it, BLAS runs with its default threads.
+_BLAS_THREADS = getattr(_selinv, "_BLAS_THREADS", None) or contextlib.nullcontext()
 
 __all__ = [
     "cholesky_adjoint",
+    "cholesky_adjoint_supernodal",
+    "csc_supernodes",
     "selected_inverse_vjp",
     "selected_inverse_vjp_factor",
     "takahashi_adjoint",
+    "takahashi_adjoint_supernodal",
 ]
 
 
@@ -239,7 +250,298 @@ def cholesky_adjoint(indptr, indices, data, Lbar):  # pragma: no cover - compile
     return Lbar
 
 
-def selected_inverse_vjp_factor(indptr, indices, data, Z, Zbar) -> np.ndarray:
+# -- supernodal kernels -----------------------------------------------------------------
+# A supernode is a run of consecutive columns c0..c1-1 of L whose structures below the
+# diagonal block coincide: column c0 + t holds rows c0 + t, ..., c1 - 1 (a dense lower
+# triangle L_JJ) and then the shared rows R (a dense block L_RJ).  Both recursions then act
+# on dense blocks with BLAS-3 products; only the R x R block touches the sparse storage.
+
+# Small products of dense blocks run as plain loops (vectorised by LLVM over a contiguous
+# inner axis); from this many multiply-adds on, numba's np.dot calls SciPy's OpenBLAS.
+# That OpenBLAS must then run single-threaded: on the few shared cores of the target
+# machines its busy-waiting thread pool made the products 5-10x slower (measured), and
+# numpyro's parallel chains would oversubscribe the cores.
+_BLAS_MIN = 1 << 15
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _dot_loops(A, B):  # pragma: no cover - compiled
+    m, k = A.shape
+    n = B.shape[1]
+    Bc = np.ascontiguousarray(B)
+    C = np.zeros((m, n))
+    for i in range(m):
+        for t in range(k):
+            a = A[i, t]
+            if a != 0.0:
+                for j in range(n):
+                    C[i, j] += a * Bc[t, j]
+    return C
+
+
+@numba.njit(cache=True, nogil=True)
+def _dot(A, B):  # pragma: no cover - compiled
+    """``A @ B`` for small and medium dense blocks, long contiguous axis innermost."""
+    m, k = A.shape
+    n = B.shape[1]
+    if m * k * n >= _BLAS_MIN:
+        return np.dot(np.ascontiguousarray(A), np.ascontiguousarray(B))
+    if n >= m or n >= 16:
+        return _dot_loops(A, B)
+    # Few output columns: form (B' A')' so the inner loop runs over the long axis m.
+    return np.ascontiguousarray(_dot_loops(B.T, A.T).T)
+
+
+@numba.njit(cache=True, nogil=True)
+def csc_supernodes(indptr, indices):  # pragma: no cover - compiled
+    """Start column of each supernode of ``L`` (and ``n`` last): columns with one structure."""
+    n = indptr.size - 1
+    starts = np.empty(n + 1, dtype=np.int64)
+    m = 0
+    starts[0] = 0
+    m = 1
+    for j in range(n - 1):
+        p0 = indptr[j]
+        c0 = indptr[j + 1] - p0
+        c1 = indptr[j + 2] - indptr[j + 1]
+        same = c0 == c1 + 1 and c0 >= 2 and indices[p0 + 1] == j + 1
+        if same:
+            q = indptr[j + 1]
+            for t in range(c1):
+                if indices[p0 + 1 + t] != indices[q + t]:
+                    same = False
+                    break
+        if not same:
+            starts[m] = j + 1
+            m += 1
+    starts[m] = n
+    return starts[: m + 1].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_block(indptr, data, c0, s, r):  # pragma: no cover - compiled
+    """Dense ``(s + r) x s`` panel [L_JJ; L_RJ] of a supernode (upper part of L_JJ zero)."""
+    P = np.zeros((s + r, s))
+    for t in range(s):
+        pt = indptr[c0 + t]
+        for u in range(t, s + r):
+            P[u, t] = data[pt + u - t]
+    return P
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_block(indptr, out, c0, s, r, P):  # pragma: no cover - compiled
+    for t in range(s):
+        pt = indptr[c0 + t]
+        for u in range(t, s + r):
+            out[pt + u - t] = P[u, t]
+
+
+@numba.njit(cache=True, nogil=True)
+def _lower_inverse(Ljj):  # pragma: no cover - compiled
+    """Inverse of a small dense lower-triangular matrix by forward substitution."""
+    s = Ljj.shape[0]
+    Y = np.zeros((s, s))
+    for c in range(s):
+        Y[c, c] = 1.0 / Ljj[c, c]
+        for i in range(c + 1, s):
+            acc = 0.0
+            for t in range(c, i):
+                acc += Ljj[i, t] * Y[t, c]
+            Y[i, c] = -acc / Ljj[i, i]
+    return Y
+
+
+@numba.njit(cache=True, nogil=True)
+def _find_rows(indptr, indices, R, a, out):  # pragma: no cover - compiled
+    """Positions in column ``R[a]`` of the rows ``R[a:]`` (one forward merge of sorted lists).
+
+    They exist: ``R`` is the structure below a supernode, a clique of the chordal pattern
+    of a Cholesky factor.  A violation of that contract raises instead of reading
+    outside the column.
+    """
+    r = R.size
+    q = indptr[R[a]]
+    end = indptr[R[a] + 1]
+    for b in range(a, r):
+        row = R[b]
+        while q < end and indices[q] < row:
+            q += 1
+        if q == end or indices[q] != row:
+            raise ValueError("The pattern of L is not that of a Cholesky factor.")
+        out[b - a] = q
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_rr(indptr, indices, vals, R):  # pragma: no cover - compiled
+    """Dense symmetric ``|R| x |R|`` block of a lower-stored matrix on the pattern of ``L``."""
+    r = R.size
+    B = np.empty((r, r))
+    pos = np.empty(r, dtype=np.int64)
+    for a in range(r):
+        _find_rows(indptr, indices, R, a, pos)
+        for b in range(a, r):
+            v = vals[pos[b - a]]
+            B[b, a] = v
+            B[a, b] = v
+    return B
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_add_rr(indptr, indices, out, R, B):  # pragma: no cover - compiled
+    """Add the cotangent of ``_gather_rr``'s output: both mirrored reads of one entry."""
+    r = R.size
+    pos = np.empty(r, dtype=np.int64)
+    for a in range(r):
+        _find_rows(indptr, indices, R, a, pos)
+        out[pos[0]] += B[a, a]
+        for b in range(a + 1, r):
+            out[pos[b - a]] += B[b, a] + B[a, b]
+
+
+@numba.njit(cache=True, nogil=True)
+def takahashi_adjoint_supernodal(indptr, indices, data, Z, Zbar, starts):  # pragma: no cover
+    r"""Supernodal pullback of the Takahashi recursion (same result as :func:`takahashi_adjoint`).
+
+    Forward, per supernode :math:`J` with rows :math:`R` below it and
+    :math:`Y = L_{JJ}^{-1}`, :math:`X = L_{RJ} Y`:
+
+    .. math:: Z_{RJ} = -Z_{RR} X, \qquad M = Y^\top - Z_{RJ}^\top L_{RJ},
+              \qquad Z_{JJ} = M Y .
+
+    Reverse, supernodes in increasing order, with :math:`G` the (lower) cotangent of
+    :math:`Z_{JJ}`:
+
+    .. math::
+        \bar M = G Y^\top,\quad \bar Y = M^\top G + \bar M^\top,\quad
+        H = \bar Z_{RJ} - L_{RJ}\bar M^\top,\quad
+        \bar L_{RJ} = -Z_{RJ}\bar M - Z_{RR} H Y^\top,
+
+    .. math::
+        \bar Y \mathrel{+}= -L_{RJ}^\top Z_{RR} H,\quad
+        \bar Z_{RR} \mathrel{+}= -H X^\top,\quad
+        \bar L_{JJ} = -\operatorname{tril}(Y^\top \bar Y Y^\top).
+
+    Parameters
+    ----------
+    indptr, indices, data, Z : ndarray
+        As for :func:`takahashi_adjoint`.
+    Zbar : ndarray
+        Cotangent of ``Z``; overwritten.
+    starts : ndarray
+        Supernode partition from :func:`csc_supernodes`.
+    """
+    Lbar = np.zeros_like(data)
+    for J in range(starts.size - 1):
+        c0 = starts[J]
+        s = starts[J + 1] - c0
+        p = indptr[c0]
+        r = indptr[c0 + 1] - p - s
+        R = indices[p + s : p + s + r]
+        PL = _gather_block(indptr, data, c0, s, r)
+        PZ = _gather_block(indptr, Z, c0, s, r)
+        PG = _gather_block(indptr, Zbar, c0, s, r)
+        Ljj = PL[:s, :]
+        Lrj = PL[s:, :]
+        Zrj = PZ[s:, :]
+        G = PG[:s, :]
+        Y = _lower_inverse(Ljj)
+        M = Y.T - _dot(Zrj.T, Lrj)
+        Mbar = _dot(G, Y.T)
+        Ybar = _dot(M.T, G) + Mbar.T
+        H = PG[s:, :] - _dot(Lrj, Mbar.T)
+        Lrjbar = -_dot(Zrj, Mbar)
+        if r > 0:
+            Zrr = _gather_rr(indptr, indices, Z, R)
+            X = _dot(Lrj, Y)
+            ZH = _dot(Zrr, H)
+            Lrjbar -= _dot(ZH, Y.T)
+            Ybar -= _dot(Lrj.T, ZH)
+            _scatter_add_rr(indptr, indices, Zbar, R, -_dot(H, X.T))
+        Ljjbar = -_dot(_dot(Y.T, Ybar), Y.T)
+        out = np.zeros((s + r, s))
+        for t in range(s):
+            for u in range(t, s):
+                out[u, t] = Ljjbar[u, t]
+        out[s:, :] = Lrjbar
+        _scatter_block(indptr, Lbar, c0, s, r, out)
+    return Lbar
+
+
+@numba.njit(cache=True, nogil=True)
+def cholesky_adjoint_supernodal(indptr, indices, data, Lbar, starts):  # pragma: no cover
+    r"""Supernodal pullback of the Cholesky factorisation (same result as :func:`cholesky_adjoint`).
+
+    Forward (right-looking), per supernode: :math:`L_{JJ} = \operatorname{chol}(C_{JJ})`,
+    :math:`L_{RJ} = C_{RJ} L_{JJ}^{-\top}`, :math:`C_{RR} \mathrel{-}= L_{RJ} L_{RJ}^\top`,
+    with :math:`C` the running Schur complement (initially :math:`A`).  Reverse,
+    supernodes in decreasing order; :math:`\bar C` of later columns is final and equals
+    :math:`\bar A` there (the updates are identities in :math:`C`):
+
+    .. math::
+        \bar L_{RJ} \mathrel{-}= (\bar C_{RR}^{\mathrm{low}} + \bar C_{RR}^{\mathrm{low}\top})
+        L_{RJ},\quad
+        \bar C_{RJ} = \bar L_{RJ} L_{JJ}^{-1},\quad
+        \bar L_{JJ} \mathrel{-}= \operatorname{tril}(\bar C_{RJ}^\top L_{RJ}),
+
+    .. math::
+        S = L_{JJ}^{-\top}\,\Phi(L_{JJ}^\top \bar L_{JJ})\,L_{JJ}^{-1},\qquad
+        \bar C_{JJ}^{\mathrm{low}} = \operatorname{tril}(S + S^\top) - \operatorname{diag}(S),
+
+    with :math:`\Phi` the lower triangle with halved diagonal (Murray 2016).
+
+    Parameters
+    ----------
+    indptr, indices, data : ndarray
+        As for :func:`cholesky_adjoint`.
+    Lbar : ndarray
+        Cotangent of ``L``; overwritten by :math:`\bar A` and returned.
+    starts : ndarray
+        Supernode partition from :func:`csc_supernodes`.
+    """
+    for J in range(starts.size - 2, -1, -1):
+        c0 = starts[J]
+        s = starts[J + 1] - c0
+        p = indptr[c0]
+        r = indptr[c0 + 1] - p - s
+        R = indices[p + s : p + s + r]
+        PL = _gather_block(indptr, data, c0, s, r)
+        PB = _gather_block(indptr, Lbar, c0, s, r)
+        Ljj = PL[:s, :]
+        Lrj = PL[s:, :]
+        Ljjbar = PB[:s, :].copy()
+        Lrjbar = PB[s:, :].copy()
+        if r > 0:
+            Crr = _gather_rr(indptr, indices, Lbar, R)
+            for a in range(r):
+                Crr[a, a] *= 2.0  # the mirrored gather counts the diagonal once
+            Lrjbar -= _dot(Crr, Lrj)
+        Y = _lower_inverse(Ljj)
+        Crj = _dot(Lrjbar, Y)
+        Ljjbar -= _dot(Crj.T, Lrj)
+        for u in range(s):  # L_JJ is lower triangular: its upper cotangent is void
+            for t in range(u + 1, s):
+                Ljjbar[u, t] = 0.0
+        P = _dot(Ljj.T, Ljjbar)
+        for u in range(s):
+            P[u, u] *= 0.5
+            for t in range(u + 1, s):
+                P[u, t] = 0.0
+        S = _dot(_dot(Y.T, P), Y)
+        out = np.zeros((s + r, s))
+        for t in range(s):
+            out[t, t] = S[t, t]
+            for u in range(t + 1, s):
+                out[u, t] = S[u, t] + S[t, u]
+        out[s:, :] = Crj
+        _scatter_block(indptr, Lbar, c0, s, r, out)
+    return Lbar
+
+
+# -- entry points ---------------------------------------------------------------------
+
+
+def selected_inverse_vjp_factor(indptr, indices, data, Z, Zbar, *, supernodal=True) -> np.ndarray:
     r"""Pullback of :math:`A \mapsto \mathcal P_L(A^{-1})` on the pattern of ``L``.
 
     Parameters
@@ -250,6 +552,9 @@ def selected_inverse_vjp_factor(indptr, indices, data, Z, Zbar) -> np.ndarray:
         :math:`(LL^\top)^{-1}` on the pattern of ``L`` (positions of ``data``).
     Zbar : ndarray
         Cotangent of ``Z`` (not modified).
+    supernodal : bool
+        Use the blocked kernels (default); ``False`` runs the column-by-column ones,
+        kept as a reference.
 
     Returns
     -------
@@ -261,8 +566,13 @@ def selected_inverse_vjp_factor(indptr, indices, data, Z, Zbar) -> np.ndarray:
     data = np.ascontiguousarray(data, dtype=np.float64)
     Z = np.ascontiguousarray(Z, dtype=np.float64)
     Zbar = np.array(Zbar, dtype=np.float64)  # a copy: the sweep accumulates into it
-    Lbar = takahashi_adjoint(indptr, indices, data, Z, Zbar)
-    return cholesky_adjoint(indptr, indices, data, Lbar)
+    if not supernodal:
+        Lbar = takahashi_adjoint(indptr, indices, data, Z, Zbar)
+        return cholesky_adjoint(indptr, indices, data, Lbar)
+    starts = csc_supernodes(indptr, indices)
+    with _BLAS_THREADS:
+        Lbar = takahashi_adjoint_supernodal(indptr, indices, data, Z, Zbar, starts)
+        return cholesky_adjoint_supernodal(indptr, indices, data, Lbar, starts)
 
 
 def selected_inverse_vjp(factor, sbar: np.ndarray) -> np.ndarray:
@@ -284,7 +594,7 @@ def selected_inverse_vjp(factor, sbar: np.ndarray) -> np.ndarray:
     -------
     ndarray
         Cotangent of Q's stored values (same layout); NaN-filled if :math:`Q` is not
-        positive definite or ``sbar`` is not finite.
+        positive definite.
     """
     pattern = factor.pattern
     sbar = np.asarray(sbar, dtype=np.float64)
