@@ -21,7 +21,7 @@ def _edge_set(W):
 
 
 def _check_adjacency(W, n):
-    assert sp.isspmatrix_csc(W) or isinstance(W, sp.csc_array)
+    assert W.format == "csc"
     assert W.shape == (n, n)
     assert W.dtype == np.float64
     assert W.has_sorted_indices
@@ -100,7 +100,7 @@ def test_scotland_geobugs_differs_from_stan_as_documented():
 
 
 def test_scotland_unknown_graph():
-    with pytest.raises(ValueError, match="Unknown Scotland graph 'stan'.*connected"):
+    with pytest.raises(ValueError, match=r"Unknown Scotland graph 'stan'.*connected"):
         load_scotland("stan")
 
 
