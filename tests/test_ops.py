@@ -93,16 +93,6 @@ def test_logdet_grad_is_selected_inverse():
     np.testing.assert_allclose(g, p.symmetric_weights * S[p.rows, p.cols], rtol=1e-11)
 
 
-def test_selected_inverse_grad_raises_until_implemented():
-    p, d, data, Q = _symbolic(matrix("grid5"))
-    try:
-        g = pytensor.grad(pt.sum(pms.selected_inverse(Q).data), data)
-        pytensor.function([data], g)(d)
-    except (NotImplementedError, TypeError, ValueError) as err:
-        assert "not implemented" in str(err).lower()
-    # Once implemented (issue 7) the gradient is checked in test_selinv_grad.py.
-
-
 def test_one_factorisation_per_point():
     W = lattice_adjacency(6)
     D = sp.diags(np.asarray(W.sum(1)).ravel())
