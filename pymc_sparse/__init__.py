@@ -50,6 +50,8 @@ from pymc_sparse.precision import validate_adjacency as validate_adjacency
 
 __version__ = "0.1.0"
 
+import pymc_sparse.dispatch.numba  # noqa: E402,F401  (numba is a hard dependency: nutpie's path)
+
 if importlib.util.find_spec("jax") is not None:  # registers jax_funcify for every Op
     import pymc_sparse.dispatch.jax  # noqa: F401
     import pymc_sparse.logdet1d_jax  # noqa: F401

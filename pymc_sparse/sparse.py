@@ -215,7 +215,9 @@ class SparseMatrix:
         """``self + diag(d)`` for a scalar or length-``n`` vector ``d``."""
         d = pt.as_tensor_variable(d if isinstance(d, Variable) else np.asarray(d, np.float64))
         if d.type.ndim == 0:
-            d = pt.alloc(d, self.n)
+            # An elementwise product with a constant vector rather than Alloc: PyTensor's
+            # JAX backend mishandles Alloc'd constants inside second-order graphs.
+            d = d * pt.constant(np.ones(self.n))
         elif d.type.ndim != 1:
             raise TypeError(f"The diagonal must be a scalar or vector, got {d.type}.")
         pat = SparsityPattern(self.n, np.arange(self.n + 1), np.arange(self.n))

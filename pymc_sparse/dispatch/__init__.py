@@ -1,0 +1,1 @@
+"""Backend dispatch of the Ops: JAX (numpyro, blackjax) and Numba (nutpie)."""

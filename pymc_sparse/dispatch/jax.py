@@ -7,8 +7,9 @@ gets a JAX function here that JAX can jit, vmap and differentiate:
 
 * the numerical work runs on the host through :func:`jax.pure_callback`, against the
   shared factor cache :data:`pymc_sparse.cholmod.CACHE`, so a value and its gradient at
-  one point share one numeric factorisation (the backward pass finds the factor the
-  forward pass left in the cache);
+  one point share one numeric factorisation: the log-determinant's forward pass returns
+  the selected inverse with the value (one callback, one factor), the solve's backward
+  pass finds the factor its forward pass left in the cache;
 * derivatives are :func:`jax.custom_vjp` rules with the same maths as the Ops' ``L_op``
   (see :class:`~pymc_sparse.ops.logdet.SparseLogDet`,
   :class:`~pymc_sparse.ops.solve.SparseSolve`,
@@ -49,17 +50,20 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from pytensor.link.jax.dispatch import jax_funcify
 
 from pymc_sparse.cholmod import CACHE
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.selinv import SparseSelectedInverse
+from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
 from pymc_sparse.pattern import SparsityPattern
 
 __all__ = [
     "jax_funcify_SparseLogDet",
     "jax_funcify_SparseSelectedInverse",
+    "jax_funcify_SparseSelectedInverseGrad",
     "jax_funcify_SparseSolve",
     "jax_logdet",
     "jax_selected_inverse",
@@ -120,6 +124,22 @@ def _host_logdet(pattern: SparsityPattern, data) -> np.ndarray:
     for i, d in enumerate(flat):  # one factorisation per batch member
         out[i] = _guarded(lambda d=d: _factor(pattern, d).logdet(), ())
     return out.reshape(data.shape[:-1])
+
+
+def _host_logdet_selinv(pattern: SparsityPattern, data) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asarray(data, dtype=_F64)
+    flat = data.reshape(-1, pattern.nnz)
+    ld = np.empty(flat.shape[0], dtype=_F64)
+    sel = np.empty_like(flat)
+
+    def both(d):
+        f = _factor(pattern, d)  # one factor for both, whatever the cache evicts meanwhile
+        return np.concatenate([[f.logdet()], f.selected_inverse()])
+
+    for i, d in enumerate(flat):
+        out = _guarded(lambda d=d: both(d), (pattern.nnz + 1,))
+        ld[i], sel[i] = out[0], out[1:]
+    return ld.reshape(data.shape[:-1]), sel.reshape(data.shape)
 
 
 def _host_selinv(pattern: SparsityPattern, data) -> np.ndarray:
@@ -214,24 +234,57 @@ def _functions(pattern: SparsityPattern):
         return selected_inverse(data), data
 
     def selinv_bwd(data, sbar):
-        # d S = -P(S dQ S): needs entries of S off the pattern; see pymc_sparse.selinv_grad.
+        # Adjoint of the selected inversion on the pattern of L (pymc_sparse.selinv_grad);
+        # a raw callback, so derivatives of third order are not available.
         return (_callback(functools.partial(_host_selinv_vjp, pattern), (nnz,), data, sbar),)
 
     selected_inverse.defvjp(selinv_fwd, selinv_bwd)
 
     # -- log-determinant -------------------------------------------------------------
+    # Under differentiation the forward pass needs both log det Q and the selected
+    # inverse (its gradient); one callback returns both from one factor, so the backward
+    # pass needs no second trip to the host and no cache hit (a vectorized batch larger
+    # than the cache would otherwise factorise every member twice).  The pair is itself
+    # a custom_vjp function, so the backward pass stays differentiable (second order).
+    def _logdet_selinv_host(data):
+        return _host_logdet_selinv(pattern, data)
+
+    @jax.custom_vjp
+    def logdet_and_selinv(data):
+        _check_float64(data, "data")
+        return jax.pure_callback(
+            _logdet_selinv_host,
+            (jax.ShapeDtypeStruct((), _F64), jax.ShapeDtypeStruct((nnz,), _F64)),
+            data,
+            vmap_method="expand_dims",
+        )
+
+    def pair_fwd(data):
+        out = logdet_and_selinv(data.value)
+        return out, (data.value, out[1])
+
+    def pair_bwd(res, cts):
+        data, s = res
+        g_ld, g_s = cts
+        qbar = jnp.zeros(nnz) if isinstance(g_ld, SymbolicZero) else g_ld * w * s
+        if not isinstance(g_s, SymbolicZero):  # only for second derivatives
+            qbar = qbar + selinv_bwd(data, g_s)[0]
+        return (qbar,)
+
+    logdet_and_selinv.defvjp(pair_fwd, pair_bwd, symbolic_zeros=True)
+
     @jax.custom_vjp
     def logdet(data):
         _check_float64(data, "data")
         return _callback(functools.partial(_host_logdet, pattern), (), data)
 
     def logdet_fwd(data):
-        # Residual is `data` alone: the backward pass asks the cache for the same factor.
-        return logdet(data), data
+        ld, s = logdet_and_selinv(data)
+        return ld, s
 
-    def logdet_bwd(data, g):
-        # d logdet / d q_e = w_e (Q^{-1})_ij, through the differentiable selected inverse.
-        return (g * w * selected_inverse(data),)
+    def logdet_bwd(s, g):
+        # d logdet / d q_e = w_e (Q^{-1})_ij.
+        return (g * w * s,)
 
     logdet.defvjp(logdet_fwd, logdet_bwd)
 
@@ -296,3 +349,20 @@ def jax_funcify_SparseSolve(op, node=None, **kwargs):
 def jax_funcify_SparseSelectedInverse(op, node=None, **kwargs):
     """JAX implementation of :class:`~pymc_sparse.ops.selinv.SparseSelectedInverse`."""
     return jax_selected_inverse(op.pattern)
+
+
+@jax_funcify.register(SparseSelectedInverseGrad)
+def jax_funcify_SparseSelectedInverseGrad(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.selinv_grad.SparseSelectedInverseGrad`.
+
+    Appears when PyTensor compiles its own second-order graphs (``pytensor.gradient.hessian``)
+    with ``mode="JAX"``; a raw callback (no derivative of its own: third order is not offered).
+    """
+    pattern = op.pattern
+    host = functools.partial(_host_selinv_vjp, pattern)
+
+    def selinv_grad(data, sbar):
+        _check_float64(data, "data")
+        return _callback(host, (pattern.nnz,), data, sbar)
+
+    return selinv_grad
