@@ -30,6 +30,9 @@ from pymc_sparse.distributions import BYM2 as BYM2
 from pymc_sparse.distributions import CAR as CAR
 from pymc_sparse.distributions import ICAR as ICAR
 from pymc_sparse.distributions import SparseGMRF as SparseGMRF
+from pymc_sparse.distributions.marginal import MarginalGMRFNormal as MarginalGMRFNormal
+from pymc_sparse.distributions.marginal import ObservationMatrix as ObservationMatrix
+from pymc_sparse.latent import sample_latent as sample_latent
 from pymc_sparse.logdet1d import LogDetFamily as LogDetFamily
 from pymc_sparse.logdet1d import OneParameterLogDet as OneParameterLogDet
 from pymc_sparse.logdet1d import car_logdet_family as car_logdet_family

@@ -49,7 +49,8 @@ import hashlib
 import numpy as np
 import pytensor.tensor as pt
 import scipy.sparse as sp
-from pymc.distributions.distribution import Continuous
+from pymc.distributions.dist_math import check_parameters
+from pymc.distributions.distribution import Continuous, _support_point
 from pymc.distributions.shape_utils import rv_size_is_none
 from pymc.logprob.abstract import _logprob
 from pytensor.tensor.random.op import RandomVariable
@@ -60,15 +61,12 @@ from pymc_sparse.pattern import SparsityPattern
 from pymc_sparse.sampling import sample_gmrf_numeric
 from pymc_sparse.sparse import SparseMatrix, as_sparse_matrix
 
-try:  # pymc >= 5.? moved _support_point; keep one import that works on 5.26-5.28
-    from pymc.distributions.distribution import _support_point
-except ImportError:  # pragma: no cover
-    _support_point = None
-
 __all__ = [
+    "ConditionalPrecision",
     "MarginalGMRFNormal",
     "MarginalGMRFNormalRV",
     "ObservationMatrix",
+    "conditional_latent_numeric",
     "conditional_precision",
     "marginal_gmrf_normal_logp",
 ]
@@ -146,17 +144,17 @@ class ObservationMatrix:
         # by their number of nonzeros so that each group is one broadcast.
         A = self.A
         counts = np.diff(A.indptr)
-        ents, obs, coefs, ri, ci = [], [], [], [], []
+        obs, coefs, ri, ci = [], [], [], []
         for c in np.unique(counts[counts > 0]):
             krows = np.flatnonzero(counts == c)
             start = A.indptr[krows][:, None] + np.arange(c)[None, :]  # (r, c)
             idx = A.indices[start]
             val = A.data[start]
             a, b = np.tril_indices(c)
-            I = idx[:, a]
-            J = idx[:, b]
-            ri.append(np.maximum(I, J).ravel())
-            ci.append(np.minimum(I, J).ravel())
+            ii = idx[:, a]
+            jj = idx[:, b]
+            ri.append(np.maximum(ii, jj).ravel())
+            ci.append(np.minimum(ii, jj).ravel())
             coefs.append((val[:, a] * val[:, b]).ravel())
             obs.append(np.repeat(krows, a.size))
         if ri:
@@ -205,7 +203,7 @@ class ObservationMatrix:
 
 
 def as_observation_matrix(A, n: int) -> ObservationMatrix:
-    """An :class:`ObservationMatrix` from ``None``, a scipy/NumPy matrix or itself."""
+    """Convert ``None``, a scipy/NumPy matrix or an ObservationMatrix to the latter."""
     if isinstance(A, ObservationMatrix):
         if A.n != n:
             raise ValueError(f"`A` has {A.n} columns but the latent field has n = {n} nodes.")
@@ -269,7 +267,7 @@ def marginal_gmrf_normal_logp(y, Q, mu, design: ObservationMatrix, sigma):
 
 
 class MarginalGMRFNormalRV(RandomVariable):
-    r"""Random variable :math:`y = A x + e`, :math:`x \sim N(\mu, Q^{-1})`, :math:`e \sim N(0, \sigma^2)`.
+    r"""Random variable :math:`x \sim N(\mu, Q^{-1})`, :math:`e \sim N(0, \sigma^2)`.
 
     Inputs are the stored values of ``Q`` (length ``nnz``), ``mu`` (length ``n``) and
     ``sigma`` (length ``m``); the pattern of ``Q`` and the design ``A`` are Op props.
@@ -288,10 +286,8 @@ class MarginalGMRFNormalRV(RandomVariable):
         self.design = design
         super().__init__(**kwargs)
 
-    def make_node(self, rng, size, data, mu, sigma):
-        return super().make_node(rng, size, data, mu, sigma)
-
     def rng_fn(self, rng, data, mu, sigma, size):
+        """Draw ``y = A x + sigma * z`` with ``x`` an exact GMRF draw (NaN if not SPD)."""
         if np.ndim(data) != 1 or np.ndim(mu) != 1 or np.ndim(sigma) != 1:
             raise NotImplementedError(
                 "MarginalGMRFNormal does not support batched parameters; build one variable "
@@ -399,39 +395,67 @@ def _marginal_gmrf_normal_logprob(op, values, rng, size, data, mu, sigma, **kwar
         raise NotImplementedError(
             "MarginalGMRFNormal supports a single vector of observations (no batch dimensions)."
         )
-    from pymc.distributions.dist_math import check_parameters
-
-    logp = marginal_gmrf_normal_logp(
-        value, SparseMatrix(op.pattern, data), mu, op.design, sigma
-    )
+    logp = marginal_gmrf_normal_logp(value, SparseMatrix(op.pattern, data), mu, op.design, sigma)
     return check_parameters(logp, pt.all(sigma > 0), msg="sigma > 0")
 
 
-if _support_point is not None:
-
-    @_support_point.register(MarginalGMRFNormalRV)
-    def _marginal_gmrf_normal_support_point(op, rv, rng, size, data, mu, sigma):
-        point = op.design.matvec(mu)
-        if not rv_size_is_none(size):
-            point = pt.full((*size, op.design.m), point)
-        return point
+@_support_point.register(MarginalGMRFNormalRV)
+def _marginal_gmrf_normal_support_point(op, rv, rng, size, data, mu, sigma):
+    point = op.design.matvec(mu)
+    if not rv_size_is_none(size):
+        point = pt.full((*size, op.design.m), point)
+    return point
 
 
-def posterior_precision_numeric(pattern: SparsityPattern, data, design: ObservationMatrix, d):
-    r"""Pattern and values of :math:`Q + A^\top \operatorname{diag}(d) A` (NumPy).
+class ConditionalPrecision:
+    r"""Numeric :math:`Q_{\mathrm{post}} = Q + A^\top D A` with the index maps built once.
 
-    Uses the same union as :func:`conditional_precision`, so the factor cache serves
-    both the model's log-density and the latent recovery.
+    Uses the same union pattern as :func:`conditional_precision`, so the factor cache
+    serves both the model's log-density and the latent recovery.
     """
-    union, ia, ib = pattern.union(design.ata_pattern)
-    out = np.zeros(union.nnz)
-    np.add.at(out, ia, np.asarray(data, np.float64))
-    np.add.at(out, ib, design.ata_values_numeric(d))
-    return union, out
+
+    def __init__(self, pattern: SparsityPattern, design: ObservationMatrix):
+        self.pattern = pattern
+        self.design = design
+        self.union, self.ia, self.ib = pattern.union(design.ata_pattern)
+        self._off = np.flatnonzero(~pattern.is_diag)
+
+    def values(self, data, d) -> np.ndarray:
+        r"""Return the stored values of :math:`Q_{\mathrm{post}}` on ``self.union``."""
+        out = np.zeros(self.union.nnz)
+        out[self.ia] += data  # ia and ib are injective maps into the union
+        out[self.ib] += self.design.ata_values_numeric(d)
+        return out
+
+    def q_matvec(self, data, x) -> np.ndarray:
+        """``Q @ x`` from the stored lower triangle."""
+        p = self.pattern
+        n = p.n
+        out = np.bincount(p.rows, weights=data * x[p.cols], minlength=n)
+        o = self._off
+        out += np.bincount(p.cols[o], weights=data[o] * x[p.rows[o]], minlength=n)
+        return out
+
+
+_CONDITIONALS: dict = {}
+
+
+def conditional_precision_numeric(pattern, design) -> ConditionalPrecision:
+    """Return the (memoised) :class:`ConditionalPrecision` of a pattern and a design."""
+    key = (pattern, design)
+    cp = _CONDITIONALS.get(key)
+    if cp is None:
+        if len(_CONDITIONALS) > 16:
+            _CONDITIONALS.clear()
+        cp = _CONDITIONALS[key] = ConditionalPrecision(pattern, design)
+    return cp
 
 
 def conditional_latent_numeric(pattern, data, mu, design: ObservationMatrix, sigma, y):
-    r"""Mean and factor of :math:`x \mid \theta, y \sim N(Q_{\mathrm{post}}^{-1}(Q\mu + c), Q_{\mathrm{post}}^{-1})`.
+    r"""Mean and factor of the conditional :math:`x \mid \theta, y`.
+
+    :math:`x \mid \theta, y \sim N(Q_{\mathrm{post}}^{-1}(Q\mu + c), Q_{\mathrm{post}}^{-1})`
+    with :math:`c = A^\top D y`.
 
     Returns
     -------
@@ -445,7 +469,9 @@ def conditional_latent_numeric(pattern, data, mu, design: ObservationMatrix, sig
     mu = np.broadcast_to(np.asarray(mu, np.float64), (pattern.n,))
     sigma = np.broadcast_to(np.asarray(sigma, np.float64), (design.m,))
     d = 1.0 / sigma**2
-    union, post = posterior_precision_numeric(pattern, data, design, d)
-    f = CACHE.factor(union, post)
-    rhs = pattern.to_scipy(data) @ mu + design.A.T @ (d * np.asarray(y, np.float64))
+    cp = conditional_precision_numeric(pattern, design)
+    f = CACHE.factor(cp.union, cp.values(data, d))
+    rhs = design.A.T @ (d * np.asarray(y, np.float64))
+    if np.any(mu):
+        rhs = rhs + cp.q_matvec(data, mu)
     return f.solve(rhs), f
