@@ -364,10 +364,10 @@ def main(argv=None):
             f"took {(time.time() - t0) / 60:.1f} min.\n\n")
     # Separate files so that the two parts can be run (and re-run) on their own.
     if eval_rows:
-        (OUT / "peers_eval_tables.md").write_text(head + eval_md)
+        (OUT / "peers_eval_tables.md").write_text("# Peers: per-evaluation tables\n\n" + head + eval_md)
         print(head + eval_md)
     if e2e_rows:
-        (OUT / "peers_e2e_tables.md").write_text(head + e2e_md)
+        (OUT / "peers_e2e_tables.md").write_text("# Peers: end-to-end tables\n\n" + head + e2e_md)
         print(head + e2e_md)
 
     if args.others:
