@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from pymc_sparse.pattern import SparsityPattern
 from pymc_sparse.selinv import (
     Supernodes,
+    logdet_supernodal,
     map_pattern_to_factor,
     map_pattern_to_supernodes,
     supernodal_to_csc,
@@ -361,8 +362,13 @@ class CholeskyCache:
             try:
                 chol.cholesky_inplace(A)
                 # A not-PD simplicial factor can report log of a negative pivot: NaN, quietly.
+                # Read the diagonal of the supernodal blocks in place when we can: scikit-
+                # sparse's logdet() converts a copy of the factor first (0.1 s at n = 10^6).
+                view = supernodal_view_cached(chol, pattern.n, sym)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    ld = float(chol.logdet())
+                    ld = (
+                        logdet_supernodal(*view) if view is not None else float(chol.logdet())
+                    )
                 ok = np.isfinite(ld)
             except _cholmod.CholmodNotPositiveDefiniteError:
                 ok, ld = False, float("nan")
