@@ -267,7 +267,7 @@ def plots(eval_rows):
 
 
 def tables(eval_rows, e2e_rows, args, exps) -> str:
-    lines = ["### Per-evaluation and set-up cost (proper CAR prior, unknown alpha and tau)", "",
+    lines = ["## Per-evaluation and set-up cost (proper CAR prior, unknown alpha and tau)", "",
              "| system | n | logp+grad (ms, min) | set-up (s) = build + compile + first eval "
              "| peak RSS (GB) |", "|---|---:|---:|---|---:|"]
     for r in eval_rows:
@@ -285,7 +285,7 @@ def tables(eval_rows, e2e_rows, args, exps) -> str:
         lines.append(f"| {LABEL[s]} | {'n/a' if p is None else f'{p:.2f}'} | "
                      f"{', '.join(f'{n:,}' for n in ns) or '-'} |")
     eval_md = "\n".join(lines) + "\n"
-    lines = ["", f"### End-to-end: 2 chains x ({args.tune} tune + {args.draws} draws), "
+    lines = ["", f"## End-to-end: 2 chains x ({args.tune} tune + {args.draws} draws), "
               "time includes model build and compile", "",
               "| model | system | wall (s) | bulk ESS/s (per parameter) | max mean diff "
               "vs ours (post. sd) | divergences | peak RSS (GB) |",
