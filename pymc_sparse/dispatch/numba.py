@@ -19,6 +19,8 @@ lazily, so this module imports it explicitly).
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from pytensor.link.numba.dispatch import numba_funcify
@@ -74,60 +76,6 @@ def host_solve(pattern, data, b):
     return f(np.asarray(data, dtype=np.float64), np.asarray(b, dtype=np.float64))
 
 
-@numba_funcify.register(SparseLogDet)
-def numba_funcify_SparseLogDet(op, node, **kwargs):
-    """Numba implementation of :class:`~pymc_sparse.ops.logdet.SparseLogDet`."""
-    pattern = op.pattern
-    ret_sig = get_numba_type(node.outputs[0].type)
-
-    def py_logdet(data):
-        return host_logdet(pattern, data)
-
-    @numba_njit
-    def sparse_logdet(data):
-        with numba.objmode(ret=ret_sig):
-            ret = py_logdet(data)
-        return ret
-
-    return sparse_logdet
-
-
-@numba_funcify.register(SparseSelectedInverse)
-def numba_funcify_SparseSelectedInverse(op, node, **kwargs):
-    """Numba implementation of :class:`~pymc_sparse.ops.selinv.SparseSelectedInverse`."""
-    pattern = op.pattern
-    ret_sig = get_numba_type(node.outputs[0].type)
-
-    def py_selinv(data):
-        return host_selinv(pattern, data)
-
-    @numba_njit
-    def sparse_selected_inverse(data):
-        with numba.objmode(ret=ret_sig):
-            ret = py_selinv(data)
-        return ret
-
-    return sparse_selected_inverse
-
-
-@numba_funcify.register(SparseSolve)
-def numba_funcify_SparseSolve(op, node, **kwargs):
-    """Numba implementation of :class:`~pymc_sparse.ops.solve.SparseSolve`."""
-    pattern = op.pattern
-    ret_sig = get_numba_type(node.outputs[0].type)
-
-    def py_solve(data, b):
-        return host_solve(pattern, data, b)
-
-    @numba_njit
-    def sparse_solve(data, b):
-        with numba.objmode(ret=ret_sig):
-            ret = py_solve(data, b)
-        return ret
-
-    return sparse_solve
-
-
 def host_selinv_vjp(pattern, data, sbar):
     """Cotangent of the stored values from a cotangent of the selected inverse."""
 
@@ -139,19 +87,57 @@ def host_selinv_vjp(pattern, data, sbar):
     return f(np.asarray(data, dtype=np.float64), np.asarray(sbar, dtype=np.float64))
 
 
+def _objmode_unary(py_fn, ret_sig):
+    """A jitted ``f(a)`` that calls the Python host function ``py_fn`` in object mode."""
+
+    @numba_njit
+    def impl(a):
+        with numba.objmode(ret=ret_sig):
+            ret = py_fn(a)
+        return ret
+
+    return impl
+
+
+def _objmode_binary(py_fn, ret_sig):
+    """A jitted ``f(a, b)`` that calls the Python host function ``py_fn`` in object mode."""
+
+    @numba_njit
+    def impl(a, b):
+        with numba.objmode(ret=ret_sig):
+            ret = py_fn(a, b)
+        return ret
+
+    return impl
+
+
+@numba_funcify.register(SparseLogDet)
+def numba_funcify_SparseLogDet(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.logdet.SparseLogDet`."""
+    return _objmode_unary(
+        functools.partial(host_logdet, op.pattern), get_numba_type(node.outputs[0].type)
+    )
+
+
+@numba_funcify.register(SparseSelectedInverse)
+def numba_funcify_SparseSelectedInverse(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.selinv.SparseSelectedInverse`."""
+    return _objmode_unary(
+        functools.partial(host_selinv, op.pattern), get_numba_type(node.outputs[0].type)
+    )
+
+
+@numba_funcify.register(SparseSolve)
+def numba_funcify_SparseSolve(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.solve.SparseSolve`."""
+    return _objmode_binary(
+        functools.partial(host_solve, op.pattern), get_numba_type(node.outputs[0].type)
+    )
+
+
 @numba_funcify.register(SparseSelectedInverseGrad)
 def numba_funcify_SparseSelectedInverseGrad(op, node, **kwargs):
     """Numba implementation of :class:`~pymc_sparse.ops.selinv_grad.SparseSelectedInverseGrad`."""
-    pattern = op.pattern
-    ret_sig = get_numba_type(node.outputs[0].type)
-
-    def py_vjp(data, sbar):
-        return host_selinv_vjp(pattern, data, sbar)
-
-    @numba_njit
-    def sparse_selected_inverse_grad(data, sbar):
-        with numba.objmode(ret=ret_sig):
-            ret = py_vjp(data, sbar)
-        return ret
-
-    return sparse_selected_inverse_grad
+    return _objmode_binary(
+        functools.partial(host_selinv_vjp, op.pattern), get_numba_type(node.outputs[0].type)
+    )
