@@ -10,7 +10,7 @@ log-determinant, one selected inverse (for the gradient) and the O(nnz) arithmet
 
 * C: ``pytensor.function([tau, alpha, x], [logp, *pytensor.grad(...)])`` (default mode);
 * JAX: ``jax.jit(jax.value_and_grad(f))`` with ``f`` from PyMC's ``get_jaxified_graph``,
-  i.e. exactly what numpyro/blackjax evaluate (JAX differentiates via custom_vjp);
+  i.e. exactly what numpyro/blackjax evaluate (JAX differentiates via custom_jvp);
 * NUMBA: the C graph compiled with ``mode="NUMBA"`` (nutpie's default backend).
 
 Calls of the three paths are interleaved so machine noise hits them alike; the table

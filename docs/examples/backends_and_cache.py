@@ -3,7 +3,7 @@
 #
 # One proper-CAR model on the Scottish lip cancer graph, sampled with PyMC's own NUTS
 # (PyTensor C backend) and with numpyro (the JAX backend: our Ops run as
-# `jax.pure_callback` inside `jax.custom_vjp`). Then a look at the factor cache:
+# `jax.pure_callback` inside `jax.custom_jvp` rules). Then a look at the factor cache:
 # a log-density and its gradient at one point cost one sparse factorisation.
 
 # %%

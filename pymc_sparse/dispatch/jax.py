@@ -1,4 +1,4 @@
-r"""JAX dispatch of the sparse Ops: ``pure_callback`` to CHOLMOD inside ``jax.custom_vjp``.
+r"""JAX dispatch of the sparse Ops: ``pure_callback`` to CHOLMOD inside ``jax.custom_jvp``.
 
 ``pm.sample(nuts_sampler="numpyro" | "blackjax")`` turns the model's log density into a
 JAX function with :func:`pytensor.link.jax.dispatch.jax_funcify` and lets *JAX*
@@ -7,17 +7,21 @@ gets a JAX function here that JAX can jit, vmap and differentiate:
 
 * the numerical work runs on the host through :func:`jax.pure_callback`, against the
   shared factor cache :data:`pymc_sparse.cholmod.CACHE`, so a value and its gradient at
-  one point share one numeric factorisation: the log-determinant's forward pass returns
-  the selected inverse with the value (one callback, one factor), the solve's backward
-  pass finds the factor its forward pass left in the cache;
-* derivatives are :func:`jax.custom_vjp` rules with the same maths as the Ops' ``L_op``
-  (see :class:`~pymc_sparse.ops.logdet.SparseLogDet`,
+  one point share one numeric factorisation: the log-determinant's JVP returns the
+  selected inverse with the value (one callback, one factor), the solve's transpose
+  finds the factor its forward pass left in the cache;
+* derivatives are forward-mode rules that JAX can transpose, with the same maths as the
+  Ops' ``L_op`` (see :class:`~pymc_sparse.ops.logdet.SparseLogDet`,
   :class:`~pymc_sparse.ops.solve.SparseSolve`,
-  :class:`~pymc_sparse.ops.selinv.SparseSelectedInverse`).  Backward passes are built
-  from the differentiable JAX functions of this module, so reverse-over-reverse
-  (``jax.jacrev(jax.grad(f))``) works wherever the first-order rule of every piece
-  exists.  Forward mode (``jax.jvp``, ``jax.jacfwd``, hence ``jax.hessian``) is not
-  available for ``custom_vjp`` functions;
+  :class:`~pymc_sparse.ops.selinv.SparseSelectedInverse`): the log-determinant and the
+  selected inverse are :func:`jax.custom_jvp` functions, the solve is a
+  :func:`jax.lax.custom_linear_solve`.  The selected inverse's tangent
+  :math:`J\dot q = J^\top(w\odot\dot q)/w` reuses the adjoint kernel
+  (:mod:`pymc_sparse.selinv_grad`) and is a ``linear_call`` whose transpose is
+  :math:`J^\top`, so ``jax.grad``, ``jax.jvp``, ``jax.jacfwd``, ``jax.jacrev`` and
+  ``jax.hessian`` all work, to second order for the log-determinant and to every order
+  for the solve; a third derivative of the log-determinant raises
+  ``NotImplementedError``;
 * under :func:`jax.vmap` (numpyro ``chain_method="vectorized"``, PyMC's
   post-processing) the callbacks use ``vmap_method="expand_dims"``: the host receives the
   whole batch in one call and factorises each distinct matrix once, in a loop; a batch
@@ -50,10 +54,10 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 from pytensor.link.jax.dispatch import jax_funcify
 
 from pymc_sparse.cholmod import CACHE
+from pymc_sparse.dispatch._jax_linear_call import register as _register_linear_call_batching
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
@@ -208,14 +212,38 @@ def _callback(fn, shape, *args):
     )
 
 
-def _lower_pair_product(pattern: SparsityPattern, u, v):
-    r"""``d(u' Q v)/dq_e``: :math:`u_i v_j + u_j v_i` off the diagonal, :math:`u_i v_i` on it."""
-    r, c = pattern.rows, pattern.cols
-    half = np.where(pattern.is_diag, 0.5, 1.0)
-    prod = u[r] * v[c] + u[c] * v[r]
-    if prod.ndim == 2:
-        prod = prod.sum(axis=1)
-    return half * prod
+def _sym_matvec(pattern: SparsityPattern, vals, x):
+    r"""``Q x`` for the symmetric ``Q`` whose lower triangle holds ``vals`` (x: (n,) or (n, k)).
+
+    Pure JAX (gathers and a scatter-add), so it is differentiable in ``vals`` and ``x`` to
+    any order and batches under :func:`jax.vmap`: ``lax.custom_linear_solve`` differentiates
+    the solve through it.
+    """
+    r = jnp.asarray(pattern.rows)
+    c = jnp.asarray(pattern.cols)
+    off = jnp.asarray(~np.asarray(pattern.is_diag), dtype=_F64)
+    v = vals if x.ndim == 1 else vals[:, None]
+    o = off if x.ndim == 1 else off[:, None]
+    y = jnp.zeros_like(x).at[r].add(v * x[c])
+    return y.at[c].add(o * v * x[r])
+
+
+_THIRD_ORDER_MESSAGE = (
+    "pymc_sparse offers derivatives of the log-determinant and the selected inverse up to "
+    "second order (jax.hessian, jacrev(jacrev), jvp of grad); a third derivative would "
+    "differentiate the adjoint Takahashi kernel, which has no derivative of its own."
+)
+
+
+@jax.custom_jvp
+def _no_third_order(data):
+    """Identity that refuses to be differentiated: guards the residual of the 2nd-order map."""
+    return data
+
+
+@_no_third_order.defjvp
+def _no_third_order_jvp(primals, tangents):
+    raise NotImplementedError(_THIRD_ORDER_MESSAGE)
 
 
 @functools.lru_cache(maxsize=64)
@@ -223,33 +251,45 @@ def _functions(pattern: SparsityPattern):
     """``(logdet, solve, selected_inverse)`` JAX functions of stored values ``data``."""
     nnz = pattern.nnz
     w = np.asarray(pattern.symmetric_weights)
+    # The selected inverse's Jacobian is J = -M diag(w) / 2 with M symmetric
+    # (M_fe = S_ki S_jl + S_kj S_il for f = (k, l), e = (i, j)), so the forward map is the
+    # reverse map re-weighted: J dq = J'(w dq) / w.  One adjoint kernel serves both modes.
+    h = w
+    host_vjp = functools.partial(_host_selinv_vjp, pattern)
+
+    def selinv_vjp(data, sbar):
+        # Adjoint of the selected inversion on the pattern of L (pymc_sparse.selinv_grad);
+        # a raw callback: derivatives of third order are not offered.
+        return _callback(host_vjp, (nnz,), data, sbar)
+
+    def selinv_tangent(data, dq):
+        # J dq, linear in dq, with J' v = selinv_vjp(data, v) as its transpose.
+        _register_linear_call_batching()
+        return jax.custom_derivatives.linear_call(
+            lambda d, t: selinv_vjp(d, h * t) / h, selinv_vjp, _no_third_order(data), dq
+        )
 
     # -- selected inverse ----------------------------------------------------------
-    @jax.custom_vjp
+    @jax.custom_jvp
     def selected_inverse(data):
         _check_float64(data, "data")
         return _callback(functools.partial(_host_selinv, pattern), (nnz,), data)
 
-    def selinv_fwd(data):
-        return selected_inverse(data), data
-
-    def selinv_bwd(data, sbar):
-        # Adjoint of the selected inversion on the pattern of L (pymc_sparse.selinv_grad);
-        # a raw callback, so derivatives of third order are not available.
-        return (_callback(functools.partial(_host_selinv_vjp, pattern), (nnz,), data, sbar),)
-
-    selected_inverse.defvjp(selinv_fwd, selinv_bwd)
+    @selected_inverse.defjvp
+    def _selinv_jvp(primals, tangents):
+        (data,), (dq,) = primals, tangents
+        return selected_inverse(data), selinv_tangent(data, dq)
 
     # -- log-determinant -------------------------------------------------------------
-    # Under differentiation the forward pass needs both log det Q and the selected
-    # inverse (its gradient); one callback returns both from one factor, so the backward
-    # pass needs no second trip to the host and no cache hit (a vectorized batch larger
-    # than the cache would otherwise factorise every member twice).  The pair is itself
-    # a custom_vjp function, so the backward pass stays differentiable (second order).
+    # Differentiating needs log det Q and the selected inverse (its gradient): one
+    # callback returns both from one factor, so a value and its gradient cost one trip
+    # to the host and one factorisation even when a vectorized batch is larger than the
+    # cache.  The pair has its own JVP, so the gradient is differentiable again
+    # (jax.hessian = jacfwd(jacrev), jacrev(jacrev), jvp of grad).
     def _logdet_selinv_host(data):
         return _host_logdet_selinv(pattern, data)
 
-    @jax.custom_vjp
+    @jax.custom_jvp
     def logdet_and_selinv(data):
         _check_float64(data, "data")
         return jax.pure_callback(
@@ -259,37 +299,29 @@ def _functions(pattern: SparsityPattern):
             vmap_method="expand_dims",
         )
 
-    def pair_fwd(data):
-        out = logdet_and_selinv(data.value)
-        return out, (data.value, out[1])
+    @logdet_and_selinv.defjvp
+    def _pair_jvp(primals, tangents):
+        (data,), (dq,) = primals, tangents
+        ld, s = logdet_and_selinv(data)
+        # d logdet / d q_e = w_e (Q^{-1})_ij.
+        return (ld, s), (jnp.sum(w * s * dq, axis=-1), selinv_tangent(data, dq))
 
-    def pair_bwd(res, cts):
-        data, s = res
-        g_ld, g_s = cts
-        qbar = jnp.zeros(nnz) if isinstance(g_ld, SymbolicZero) else g_ld * w * s
-        if not isinstance(g_s, SymbolicZero):  # only for second derivatives
-            qbar = qbar + selinv_bwd(data, g_s)[0]
-        return (qbar,)
-
-    logdet_and_selinv.defvjp(pair_fwd, pair_bwd, symbolic_zeros=True)
-
-    @jax.custom_vjp
+    @jax.custom_jvp
     def logdet(data):
         _check_float64(data, "data")
         return _callback(functools.partial(_host_logdet, pattern), (), data)
 
-    def logdet_fwd(data):
+    @logdet.defjvp
+    def _logdet_jvp(primals, tangents):
+        (data,), (dq,) = primals, tangents
         ld, s = logdet_and_selinv(data)
-        return ld, s
-
-    def logdet_bwd(s, g):
-        # d logdet / d q_e = w_e (Q^{-1})_ij.
-        return (g * w * s,)
-
-    logdet.defvjp(logdet_fwd, logdet_bwd)
+        return ld, jnp.sum(w * s * dq, axis=-1)
 
     # -- solve -------------------------------------------------------------------------
-    @jax.custom_vjp
+    # lax.custom_linear_solve differentiates x = Q^{-1} b implicitly,
+    # dx = Q^{-1}(db - dQ x), through the JAX mat-vec above: forward, reverse (the
+    # transpose of a symmetric solve is the same solve) and every higher order, and it
+    # batches under vmap.  Only the solve itself goes to the host.
     def solve(data, b):
         _check_float64(data, "data")
         _check_float64(b, "b")
@@ -298,19 +330,12 @@ def _functions(pattern: SparsityPattern):
                 f"`b` must have shape ({pattern.n},) or ({pattern.n}, k), got {b.shape}."
             )
         host = functools.partial(_host_solve, pattern, b.ndim)
-        return _callback(host, b.shape, data, b)
-
-    def solve_fwd(data, b):
-        x = solve(data, b)
-        return x, (data, x)
-
-    def solve_bwd(res, xbar):
-        # bbar = Q^{-1} xbar; qbar_e = -(bbar_i x_j + bbar_j x_i) (halved on the diagonal).
-        data, x = res
-        bbar = solve(data, xbar)
-        return (-_lower_pair_product(pattern, bbar, x), bbar)
-
-    solve.defvjp(solve_fwd, solve_bwd)
+        return jax.lax.custom_linear_solve(
+            lambda x: _sym_matvec(pattern, data, x),
+            b,
+            solve=lambda _matvec, rhs: _callback(host, rhs.shape, data, rhs),
+            symmetric=True,
+        )
 
     return logdet, solve, selected_inverse
 
