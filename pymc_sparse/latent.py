@@ -152,7 +152,7 @@ def sample_latent(
     rv = _find_marginal_rv(model, var_name)
     op = rv.owner.op
     pattern, design = op.pattern, op.design
-    _, _, data_v, mu_v, sigma_v = rv.owner.inputs
+    data_v, mu_v, sigma_v = rv.owner.inputs[2:5]
     y = _observed_value(model, rv)
     thin = int(thin)
     if thin < 1:

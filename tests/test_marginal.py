@@ -333,3 +333,47 @@ def test_jax_backend_matches_c(rng):
     out = pytensor.function(inputs, [logp, *grads], mode="JAX")(*args)
     for a, b in zip(out, ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-9, atol=1e-10)
+
+
+def _car_model_table(A, y):
+    """The CAR model of _car_model with log det Q from the one-parameter table."""
+    from pymc_sparse.logdet1d import car_logdet_family
+
+    W = _W()
+    n = W.shape[0]
+    D = SparseMatrix.from_scipy(sp.diags(np.asarray(W.sum(axis=1)).ravel()))
+    fam = car_logdet_family(W, (0.0, 1.0 - 1e-4))
+    with pm.Model() as model:
+        tau = pm.Gamma("tau", 2.0, 1.0)
+        alpha = pm.Uniform("alpha", 0.0, 1.0)
+        sigma = pm.HalfNormal("sigma", 1.0)
+        Q = tau * (D - alpha * SparseMatrix.from_scipy(W))
+        MarginalGMRFNormal(
+            "y", Q=Q, A=A, sigma=sigma, logdet_Q=n * pt.log(tau) + fam(alpha), observed=y
+        )
+    return model
+
+
+def test_given_logdet_equals_factorised_and_saves_a_factorisation(rng):
+    A, Ad = _design("missing", rng)
+    y = rng.normal(size=Ad.shape[0])
+    exact, table = _car_model(A, y), _car_model_table(A, y)
+    f_e = exact.logp_dlogp_function(ravel_inputs=True)
+    f_t = table.logp_dlogp_function(ravel_inputs=True)
+    for f in (f_e, f_t):
+        f.set_extra_values({})
+    for x in ([0.2, 0.5, -0.4], [-1.0, 2.0, 0.3], [0.7, -3.0, -1.2]):
+        le, ge = f_e(np.array(x))
+        pms.clear_cache()
+        lt, gt = f_t(np.array(x))
+        np.testing.assert_allclose(lt, le, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(gt, ge, rtol=1e-9, atol=1e-9)
+        # Only Q_post is factorised now (the table replaces Q's factorisation).
+        assert pms.cache_info()["numeric"] == 1
+
+
+def test_given_logdet_must_be_scalar():
+    W = _W()
+    Q = SparseMatrix.from_scipy(sp.diags(np.asarray(W.sum(axis=1)).ravel()) - 0.5 * W)
+    with pytest.raises(ValueError, match="logdet_Q"):
+        MarginalGMRFNormal.dist(Q=Q, logdet_Q=np.zeros(3))

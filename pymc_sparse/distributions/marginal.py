@@ -220,7 +220,7 @@ def conditional_precision(Q, design: ObservationMatrix, d):
     return Q + SparseMatrix(design.ata_pattern, design.ata_values(d))
 
 
-def marginal_gmrf_normal_logp(y, Q, mu, design: ObservationMatrix, sigma):
+def marginal_gmrf_normal_logp(y, Q, mu, design: ObservationMatrix, sigma, logdet_q=None):
     r"""Symbolic :math:`\log p(y \mid \theta)` with the latent GMRF integrated out.
 
     Parameters
@@ -235,6 +235,10 @@ def marginal_gmrf_normal_logp(y, Q, mu, design: ObservationMatrix, sigma):
         The constant design ``A``.
     sigma : TensorVariable
         Noise standard deviations, length ``m``.
+    logdet_q : TensorVariable, optional
+        :math:`\log\det Q` computed another way (e.g. the :math:`O(1)` table of
+        :mod:`pymc_sparse.logdet1d` for a CAR precision); by default one factorisation
+        of ``Q`` per evaluation.
 
     Returns
     -------
@@ -255,8 +259,9 @@ def marginal_gmrf_normal_logp(y, Q, mu, design: ObservationMatrix, sigma):
     Qp = conditional_precision(Q, design, d)
     b = solve(Qp, c)
     quad = pt.sum(r * dr) - pt.sum(c * b)
+    ld_q = logdet(Q) if logdet_q is None else logdet_q
     logp = (
-        0.5 * logdet(Q)
+        0.5 * ld_q
         - 0.5 * logdet(Qp)
         - pt.sum(pt.log(sigma))
         - 0.5 * design.m * _LOG_2PI
@@ -276,17 +281,25 @@ class MarginalGMRFNormalRV(RandomVariable):
     """
 
     name = "marginal_gmrf_normal"
-    signature = "(k),(n),(m)->(m)"
+    signature = "(k),(n),(m),()->(m)"
     dtype = "floatX"
     _print_name = ("MarginalGMRFNormal", "\\operatorname{MarginalGMRFNormal}")
-    __props__ = (*RandomVariable.__props__, "pattern", "design")
+    __props__ = (*RandomVariable.__props__, "pattern", "design", "given_logdet")
 
-    def __init__(self, pattern: SparsityPattern, design: ObservationMatrix, **kwargs):
+    def __init__(
+        self,
+        pattern: SparsityPattern,
+        design: ObservationMatrix,
+        given_logdet: bool = False,
+        **kwargs,
+    ):
         self.pattern = pattern
         self.design = design
+        # Whether the 4th input is log det Q (else a placeholder and logp factorises Q).
+        self.given_logdet = bool(given_logdet)
         super().__init__(**kwargs)
 
-    def rng_fn(self, rng, data, mu, sigma, size):
+    def rng_fn(self, rng, data, mu, sigma, logdet_q, size):
         """Draw ``y = A x + sigma * z`` with ``x`` an exact GMRF draw (NaN if not SPD)."""
         if np.ndim(data) != 1 or np.ndim(mu) != 1 or np.ndim(sigma) != 1:
             raise NotImplementedError(
@@ -331,6 +344,15 @@ class MarginalGMRFNormal(Continuous):
         the observed sites for missing data, or any sparse design.
     sigma : tensor_like, default 1
         Noise standard deviation: a scalar or a length-``m`` vector (heteroscedastic).
+    logdet_Q : tensor_like, optional
+        :math:`\log\det Q` as a scalar graph computed without a factorisation, to save
+        one factorisation (and one selected inverse for the gradient) per evaluation.  For
+        :math:`Q = \tau(D - \alpha W)` use
+        ``n * pt.log(tau) + pms.logdet1d.car_logdet_family(W, (0, 1 - 1e-4))(alpha)``
+        (certified to 1e-9, see :mod:`pymc_sparse.logdet1d`).  It must equal
+        :math:`\log\det Q` for every parameter value: nothing checks it at run time
+        (``tests/test_marginal.py`` shows how to check yours at a few points).  Default:
+        one factorisation of ``Q`` per evaluation.
 
     Examples
     --------
@@ -353,21 +375,37 @@ class MarginalGMRFNormal(Continuous):
     rv_type = MarginalGMRFNormalRV
 
     @classmethod
-    def dist(cls, Q, mu=0.0, A=None, sigma=1.0, **kwargs):
+    def dist(cls, Q, mu=0.0, A=None, sigma=1.0, logdet_Q=None, **kwargs):
         """Build the variable; see the class docstring for the parameters."""
         Q = as_sparse_matrix(Q)
+        given = logdet_Q is not None
+        if given:
+            logdet_Q = pt.as_tensor_variable(logdet_Q)
+            if logdet_Q.type.ndim != 0:
+                raise ValueError(f"`logdet_Q` must be a scalar, got {logdet_Q.type}.")
+            logdet_Q = pt.cast(logdet_Q, "float64")
+        else:
+            logdet_Q = pt.constant(np.nan, dtype="float64")
         if not Q.pattern.has_full_diagonal:
             raise ValueError(f"`Q` ({Q!r}) must store every diagonal entry.")
         design = as_observation_matrix(A, Q.n)
         mu = _as_length(mu, Q.n, "mu", "the latent field's n")
         sigma = _as_length(sigma, design.m, "sigma", "the number of observations m")
-        return super().dist([Q.data, mu, sigma], pattern=Q.pattern, design=design, **kwargs)
+        return super().dist(
+            [Q.data, mu, sigma, logdet_Q],
+            pattern=Q.pattern,
+            design=design,
+            given_logdet=given,
+            **kwargs,
+        )
 
     @classmethod
-    def rv_op(cls, data, mu, sigma, *, pattern, design, size=None, rng=None):
+    def rv_op(
+        cls, data, mu, sigma, logdet_q, *, pattern, design, given_logdet=False, size=None, rng=None
+    ):
         """Apply a :class:`MarginalGMRFNormalRV` with these pattern and design."""
-        op = MarginalGMRFNormalRV(pattern, design)
-        return op(data, mu, sigma, size=size, rng=rng)
+        op = MarginalGMRFNormalRV(pattern, design, given_logdet)
+        return op(data, mu, sigma, logdet_q, size=size, rng=rng)
 
 
 def _as_length(v, length: int, name: str, what: str):
@@ -389,18 +427,25 @@ def _as_length(v, length: int, name: str, what: str):
 
 
 @_logprob.register(MarginalGMRFNormalRV)
-def _marginal_gmrf_normal_logprob(op, values, rng, size, data, mu, sigma, **kwargs):
+def _marginal_gmrf_normal_logprob(op, values, rng, size, data, mu, sigma, logdet_q, **kwargs):
     (value,) = values
     if value.type.ndim != 1:
         raise NotImplementedError(
             "MarginalGMRFNormal supports a single vector of observations (no batch dimensions)."
         )
-    logp = marginal_gmrf_normal_logp(value, SparseMatrix(op.pattern, data), mu, op.design, sigma)
+    logp = marginal_gmrf_normal_logp(
+        value,
+        SparseMatrix(op.pattern, data),
+        mu,
+        op.design,
+        sigma,
+        logdet_q if op.given_logdet else None,
+    )
     return check_parameters(logp, pt.all(sigma > 0), msg="sigma > 0")
 
 
 @_support_point.register(MarginalGMRFNormalRV)
-def _marginal_gmrf_normal_support_point(op, rv, rng, size, data, mu, sigma):
+def _marginal_gmrf_normal_support_point(op, rv, rng, size, data, mu, sigma, logdet_q):
     point = op.design.matvec(mu)
     if not rv_size_is_none(size):
         point = pt.full((*size, op.design.m), point)
