@@ -19,6 +19,7 @@ import pytensor.tensor as pt
 import scipy.sparse as sp
 from pytensor.graph.basic import Constant, Variable
 
+from pymc_sparse._index import const_index
 from pymc_sparse.pattern import SparsityPattern
 
 __all__ = ["SparseMatrix", "as_constant_pattern_data", "as_sparse_matrix", "kron"]
@@ -159,10 +160,10 @@ class SparseMatrix:
         """The diagonal as a symbolic vector (zeros where not stored)."""
         idx = self.pattern.diag_index
         if np.all(idx >= 0):
-            return self.data[idx]
+            return self.data[const_index(idx)]
         out = pt.zeros(self.n, dtype="float64")
         present = np.flatnonzero(idx >= 0)
-        return pt.set_subtensor(out[present], self.data[idx[present]])
+        return pt.set_subtensor(out[const_index(present)], self.data[const_index(idx[present])])
 
     def __repr__(self) -> str:
         return f"SparseMatrix(n={self.n}, nnz={self.nnz})"
@@ -199,8 +200,8 @@ class SparseMatrix:
         union, ia, ib = self.pattern.union(other.pattern)
         z = pt.zeros(union.nnz, dtype="float64")
         # Index maps are injective, so increments are plain scatters (gradient: gathers).
-        z = pt.inc_subtensor(z[ia], self.data)
-        z = pt.inc_subtensor(z[ib], other.data)
+        z = pt.inc_subtensor(z[const_index(ia)], self.data)
+        z = pt.inc_subtensor(z[const_index(ib)], other.data)
         return SparseMatrix(union, z)
 
     __radd__ = __add__
@@ -230,13 +231,14 @@ class SparseMatrix:
         if x.type.ndim not in (1, 2):
             raise TypeError(f"Q @ x needs a vector or a matrix, got {x.type}.")
         p = self.pattern
-        r, c = p.rows, p.cols
-        off = np.flatnonzero(~p.is_diag)
+        off_np = np.flatnonzero(~p.is_diag)
+        r, c, off = const_index(p.rows), const_index(p.cols), const_index(off_np)
+        r_off, c_off = const_index(p.rows[off_np]), const_index(p.cols[off_np])
         vals = self.data if x.type.ndim == 1 else self.data[:, None]
         out = pt.zeros((self.n,) if x.type.ndim == 1 else (self.n, x.shape[1]), dtype="float64")
         out = pt.inc_subtensor(out[r], vals * x[c])
         voff = self.data[off] if x.type.ndim == 1 else self.data[off][:, None]
-        out = pt.inc_subtensor(out[c[off]], voff * x[r[off]])
+        out = pt.inc_subtensor(out[c_off], voff * x[r_off])
         return out
 
     def dot(self, x):
@@ -252,7 +254,7 @@ class SparseMatrix:
         """
         x = pt.as_tensor_variable(x)
         p = self.pattern
-        r, c = p.rows, p.cols
+        r, c = const_index(p.rows), const_index(p.cols)
         if y is None:
             w = pt.constant(p.symmetric_weights)
             if x.type.ndim == 1:
@@ -332,7 +334,7 @@ def kron(A, B) -> SparseMatrix:
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.add.at(indptr, C + 1, 1)
     pat = SparsityPattern(n, np.cumsum(indptr), R)
-    vals = A.data[SA] * B.data[SB]
+    vals = A.data[const_index(SA)] * B.data[const_index(SB)]
     if not pat.has_full_diagonal:
         return SparseMatrix(pat, vals).add_diagonal(0.0)
     return SparseMatrix(pat, vals)

@@ -24,6 +24,7 @@ from pymc.logprob.abstract import _logprob
 from pymc.logprob.transforms import Transform
 from pytensor.tensor.random.op import RandomVariable
 
+from pymc_sparse._index import const_index
 from pymc_sparse.distributions._utils import (
     as_scalar_param,
     constant_value,
@@ -118,29 +119,32 @@ class ComponentZeroSumTransform(Transform):
     def backward(self, value, *inputs):
         """Free coordinates ``(..., n - k)`` to the constrained vector ``(..., n)``."""
         lay = self.layout
+        free, pos, comp = (const_index(lay[k]) for k in ("free", "proper_pos", "proper_comp"))
         flat, batch = self._batch(value, lay["free"].size)
         x = pt.zeros((flat.shape[0], lay["n"]), dtype="float64")
-        x = pt.set_subtensor(x[:, lay["free"]], flat)
+        x = pt.set_subtensor(x[:, free], flat)
         if lay["n_proper"]:
-            zp = flat[:, lay["proper_pos"]]
+            zp = flat[:, pos]
             s = pt.zeros((lay["n_proper"], flat.shape[0]), dtype="float64")
-            s = pt.inc_subtensor(s[lay["proper_comp"]], zp.T).T  # (B, kp) component sums
+            s = pt.inc_subtensor(s[comp], zp.T).T  # (B, kp) component sums
             m = pt.constant(lay["sizes"])
             norm = s / (pt.sqrt(m) + m)
-            x = pt.inc_subtensor(x[:, lay["free"][lay["proper_pos"]]], -norm[:, lay["proper_comp"]])
-            x = pt.set_subtensor(x[:, lay["pivots"]], -s / pt.sqrt(m))
+            free_pos = const_index(lay["free"][lay["proper_pos"]])
+            x = pt.inc_subtensor(x[:, free_pos], -norm[:, comp])
+            x = pt.set_subtensor(x[:, const_index(lay["pivots"])], -s / pt.sqrt(m))
         return x.reshape(pt.concatenate([batch, [lay["n"]]]), ndim=value.ndim)
 
     def forward(self, value, *inputs):
         """Constrained vector ``(..., n)`` to free coordinates ``(..., n - k)``."""
         lay = self.layout
         flat, batch = self._batch(value, lay["n"])
-        z = flat[:, lay["free"]]
+        z = flat[:, const_index(lay["free"])]
         if lay["n_proper"]:
             m = pt.constant(lay["sizes"])
-            s = -flat[:, lay["pivots"]] * pt.sqrt(m)
+            s = -flat[:, const_index(lay["pivots"])] * pt.sqrt(m)
             norm = s / (pt.sqrt(m) + m)
-            z = pt.inc_subtensor(z[:, lay["proper_pos"]], norm[:, lay["proper_comp"]])
+            pos, comp = const_index(lay["proper_pos"]), const_index(lay["proper_comp"])
+            z = pt.inc_subtensor(z[:, pos], norm[:, comp])
         return z.reshape(pt.concatenate([batch, [lay["free"].size]]), ndim=value.ndim)
 
     def log_jac_det(self, value, *inputs):

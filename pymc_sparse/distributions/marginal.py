@@ -55,6 +55,7 @@ from pymc.distributions.shape_utils import rv_size_is_none
 from pymc.logprob.abstract import _logprob
 from pytensor.tensor.random.op import RandomVariable
 
+from pymc_sparse._index import const_index
 from pymc_sparse.cholmod import CACHE
 from pymc_sparse.ops import logdet, solve
 from pymc_sparse.pattern import SparsityPattern
@@ -172,17 +173,24 @@ class ObservationMatrix:
     def matvec(self, x):
         """Symbolic ``A @ x`` for a vector ``x`` of length ``n``."""
         out = pt.zeros(self.m, dtype="float64")
-        return pt.inc_subtensor(out[self.rows], pt.constant(self.vals) * x[self.cols])
+        return pt.inc_subtensor(
+            out[const_index(self.rows)], pt.constant(self.vals) * x[const_index(self.cols)]
+        )
 
     def rmatvec(self, v):
         """Symbolic ``A' @ v`` for a vector ``v`` of length ``m``."""
         out = pt.zeros(self.n, dtype="float64")
-        return pt.inc_subtensor(out[self.cols], pt.constant(self.vals) * v[self.rows])
+        return pt.inc_subtensor(
+            out[const_index(self.cols)], pt.constant(self.vals) * v[const_index(self.rows)]
+        )
 
     def ata_values(self, d):
         r"""Symbolic values of :math:`A^\top \operatorname{diag}(d) A` on ``ata_pattern``."""
         out = pt.zeros(self.ata_pattern.nnz, dtype="float64")
-        return pt.inc_subtensor(out[self.ata_entry], pt.constant(self.ata_coef) * d[self.ata_obs])
+        return pt.inc_subtensor(
+            out[const_index(self.ata_entry)],
+            pt.constant(self.ata_coef) * d[const_index(self.ata_obs)],
+        )
 
     def ata_values_numeric(self, d) -> np.ndarray:
         """NumPy counterpart of :meth:`ata_values`."""

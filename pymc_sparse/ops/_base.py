@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
+from pymc_sparse._index import const_index
 from pymc_sparse.cholmod import CACHE
 from pymc_sparse.pattern import SparsityPattern
 from pymc_sparse.sparse import SparseMatrix, _as_float64_vector, as_sparse_matrix
@@ -47,7 +48,7 @@ def lower_pair_product(pattern: SparsityPattern, u, v):
     diagonal and :math:`u_i v_i` on it, i.e. the derivative of :math:`u^\top Q v` with
     respect to the stored value (summed over columns if ``u, v`` are matrices).
     """
-    r, c = pattern.rows, pattern.cols
+    r, c = const_index(pattern.rows), const_index(pattern.cols)
     half = pt.constant(np.where(pattern.is_diag, 0.5, 1.0))
     prod = u[r] * v[c] + u[c] * v[r]
     if prod.type.ndim == 2:
