@@ -123,7 +123,7 @@ def build_model(data: dict, logdet: str = "exact") -> pm.Model:
         alpha = pm.Uniform("alpha", 0.0, 1.0)
         tau = pm.Gamma("tau", alpha=2.0, beta=1.0)
         if logdet == "exact":
-            x = CAR("x", mu=0.0, W=W, alpha=alpha, tau=tau)
+            x = CAR("x", mu=0.0, W=W, alpha=alpha, tau=tau, logdet="exact")
         else:
             x = _car_interpolated("x", W, alpha, tau)
         if data["likelihood"] == "poisson":

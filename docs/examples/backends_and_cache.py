@@ -7,12 +7,25 @@
 # a log-density and its gradient at one point cost one sparse factorisation.
 
 # %%
+import os
+import warnings
+
+# No ipywidgets in a docs build: tqdm's notebook progress bar falls back to text.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 import arviz as az
 import numpy as np
 import pymc as pm
 
 import pymc_sparse as pms
 from models._data import load_scotland
+
+# Quick mode (CI smoke runs, PYMC_SPARSE_EXAMPLES_QUICK=1): fewer draws, said below.
+QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
+DRAWS, TUNE, CHAINS = (100, 100, 2) if QUICK else (500, 500, 2)
+if QUICK:
+    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {CHAINS} chains x ({TUNE} tune + "
+          f"{DRAWS} draws) per sampler instead of 2 x (500 + 500); a smoke test.")
 
 data = load_scotland()
 W = data["W"]
@@ -36,7 +49,8 @@ runs = {}
 for sampler in ["pymc", "numpyro"]:
     with build():
         runs[sampler] = pm.sample(
-            500, tune=500, chains=2, nuts_sampler=sampler, random_seed=1, progressbar=False
+            DRAWS, tune=TUNE, chains=CHAINS, nuts_sampler=sampler, random_seed=1,
+            progressbar=False,
         )
 summ = {k: az.summary(v, var_names=["beta0", "alpha", "tau"]) for k, v in runs.items()}
 diff = summ["numpyro"]["mean"] - summ["pymc"]["mean"]
