@@ -130,19 +130,100 @@ def test_inverse_problem_graph_sizes():
 
 
 def test_space_time_precision_is_kronecker():
-    """The symbolic AR1 ⊗ Leroux precision equals scipy's Kronecker product."""
+    """The symbolic AR1 ⊗ scaled-Leroux precision of the model equals a dense reference."""
     import pytensor.tensor as pt
 
-    from pymc_sparse.precision.builders import ar1_precision, leroux_precision
+    from pymc_sparse.precision.builders import ar1_precision
+    from pymc_sparse.precision.scaling import scaling_factor
     from pymc_sparse.sparse import kron
 
     W = scotland_bym2.load_data()["W"]
     rho, lam = pt.scalar("rho"), pt.scalar("lam")
-    Q = kron(ar1_precision(4, rho, unit_marginal=True), leroux_precision(W, lam))
-    vals = Q.data.eval({rho: 0.6, lam: 0.3})
-    ref = sp.kron(ar1_precision(4, 0.6, unit_marginal=True), leroux_precision(W, 0.3)).toarray()
-    dense = Q.to_scipy(vals).toarray()
-    np.testing.assert_allclose(dense, ref, atol=1e-13)
+    Q = kron(ar1_precision(4, rho, unit_marginal=True), space_time.spatial_precision(W, lam))
+    vals = Q.data.eval({rho: -0.6, lam: 0.3})
+    R = np.diag(np.asarray(W.sum(axis=1)).ravel()) - W.toarray()
+    c = scaling_factor(W)
+    assert 0.3 < c < 0.7  # the Stan "connected" graph: 0.4853
+    # Unit-marginal AR(1): the inverse of the correlation matrix rho^|s - t|.
+    ar1 = np.linalg.inv((-0.6) ** np.abs(np.subtract.outer(np.arange(4), np.arange(4))))
+    spatial = 0.7 * np.eye(56) + 0.3 * c * R
+    np.testing.assert_allclose(Q.to_scipy(vals).toarray(), np.kron(ar1, spatial), atol=1e-12)
+    np.testing.assert_allclose(space_time.spatial_precision(W, 0.3).toarray(), spatial,
+                               atol=1e-12)
+
+
+def test_space_time_constrained_density_matches_dense():
+    """log p(phi | 1'phi = 0) of the model (GMRF logp + Potential) vs a dense reference.
+
+    Reference: phi ~ N(0, Q^-1) conditioned on 1'phi = 0 has covariance
+    S - S 1 1'S / (1'S 1), S = Q^-1; in orthonormal coordinates u = B'x of the hyperplane
+    it is N(0, B' S_c B), the density the sampler sees (ZeroSumTransform is orthonormal).
+    """
+    from pymc.model.transform.conditioning import remove_value_transforms
+    from scipy.linalg import null_space
+    from scipy.stats import multivariate_normal
+
+    from pymc_sparse.precision.builders import ar1_precision
+
+    T = 3
+    data = space_time.load_data(years=T)
+    model = remove_value_transforms(space_time.build_model(data))
+    terms = [model["phi_flat"], model["phi_constraint"]]
+    fn = model.compile_fn(model.logp(vars=terms, jacobian=False), inputs=None)
+    N = T * 56
+    B = null_space(np.ones((1, N)))
+    rng = np.random.default_rng(5)
+    x = B @ rng.standard_normal(N - 1)
+    for rho, lam, sig in [(0.7, 0.8, 0.6), (-0.4, 0.2, 1.3), (0.95, 0.99, 0.1)]:
+        Q = sp.kron(ar1_precision(T, rho, unit_marginal=True),
+                    space_time.spatial_precision(data["W"], lam)).toarray() / sig**2
+        S = np.linalg.inv(Q)
+        s1 = S.sum(axis=1)
+        Sc = S - np.outer(s1, s1) / s1.sum()
+        ref = multivariate_normal(np.zeros(N - 1), B.T @ Sc @ B).logpdf(B.T @ x)
+        point = {"phi_flat": x, "rho": rho, "lam": lam, "sigma": sig}
+        got = fn(point)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-8)
+
+
+def test_space_time_simulation_and_constraint():
+    """Simulated field sums to zero and splits exactly into s + g + d; so does the model's."""
+    data = space_time.load_data(years=5)
+    tr = data["truth"]
+    assert data["y"].shape == (5, 56) and tr["phi"].shape == (5, 56)
+    assert abs(tr["phi"].sum()) < 1e-10
+    np.testing.assert_allclose(tr["s"][None, :] + tr["g"][:, None] + tr["d"], tr["phi"],
+                               atol=1e-12)
+    assert abs(tr["s"].sum()) < 1e-10 and abs(tr["g"].sum()) < 1e-10
+    assert np.abs(tr["d"].sum(axis=0)).max() < 1e-10
+    assert np.abs(tr["d"].sum(axis=1)).max() < 1e-10
+    # Same seed, same data; a different number of years is a different data set.
+    np.testing.assert_array_equal(space_time.load_data(years=5)["y"], data["y"])
+    model = space_time.build_model(data)
+    value = model.rvs_to_values[model["phi_flat"]]
+    assert value.name == "phi_flat_zerosum__"
+    u = np.random.default_rng(0).standard_normal(5 * 56 - 1)
+    (x_of_u,) = model.replace_rvs_by_values([model["phi_flat"]])
+    x = model.compile_fn(x_of_u, inputs=[value])({value.name: u})
+    assert abs(x.sum()) < 1e-10 and np.abs(x).max() > 0.1
+    with pytest.raises(ValueError, match="years >= 2"):
+        space_time.simulate_data(years=1)
+
+
+@pytest.mark.slow
+def test_space_time_recovers_truth(monkeypatch, tmp_path):
+    """A short run (2 x (300 + 300)) covers the simulated hyperparameters and field."""
+    monkeypatch.setattr(scotland_bym2, "OUTPUT", tmp_path)
+    idata = space_time.main(["--draws", "300", "--tune", "300", "--chains", "2", "--cores", "1"])
+    post = idata.posterior
+    for name, true in space_time.TRUTH.items():
+        lo, hi = np.quantile(post[name].values, [0.005, 0.995])
+        assert lo < true < hi, (name, true, lo, hi)
+    truth = space_time.load_data()["truth"]
+    for name, min_corr in (("phi", 0.9), ("s", 0.9), ("g", 0.8), ("d", 0.7)):
+        est = post[name].mean(("chain", "draw")).values
+        assert np.corrcoef(est.ravel(), truth[name].ravel())[0, 1] > min_corr, name
+    assert (tmp_path / "space_time_effects.png").exists()
 
 
 # -- short sampling runs of every model's main (--runslow) -----------------------------
