@@ -60,6 +60,51 @@ except ImportError as err:  # pragma: no cover - depends on the install
     ) from err
 
 
+class _NumericThreads:
+    """Run CHOLMOD's numeric factorisations in worker threads, never in the caller's.
+
+    Debian's CHOLMOD (SuiteSparse 5) parallelises parts of its supernodal factorisation
+    with OpenMP (hard-coded ``num_threads(4)``), and GNU libgomp keeps the thread pool of
+    the thread that opened the parallel region.  That pool does not survive ``fork``: a
+    forked child (``pm.sample(cores=2)`` forks its chains on Linux) whose thread had used
+    it waits forever for pool threads that were not copied.  Measured: a 10^4-node model
+    factorised in the parent hung both chains.  ``OMP_THREAD_LIMIT=1`` would avoid the
+    pool, but PyTensor loads libgomp before us, after which the variable is ignored.
+
+    Worker threads do not exist in a forked child, so its threads have no pool and
+    libgomp makes a fresh one; the executor is recreated after a fork.  The hand-off
+    costs tens of microseconds per factorisation.
+    """
+
+    _PREFIX = "pymc_sparse-cholmod"
+
+    def __init__(self):
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self._lock = threading.Lock()
+        self._pool = None
+
+    def run(self, fn, *args):
+        if threading.current_thread().name.startswith(self._PREFIX):
+            return fn(*args)
+        with self._lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                # One worker per core: factorisations of different patterns (JAX
+                # callbacks, threads of the caller) still run side by side.
+                self._pool = ThreadPoolExecutor(
+                    max_workers=max(2, os.cpu_count() or 2), thread_name_prefix=self._PREFIX
+                )
+            pool = self._pool
+        return pool.submit(fn, *args).result()
+
+
+_NUMERIC_THREADS = _NumericThreads()
+
+
 class NotPositiveDefiniteError(np.linalg.LinAlgError):
     """The matrix handed to a Cholesky factorisation is not positive definite."""
 
@@ -360,7 +405,7 @@ class CholeskyCache:
         with sym.lock:
             chol = sym.analysis.copy()
             try:
-                chol.cholesky_inplace(A)
+                _NUMERIC_THREADS.run(chol.cholesky_inplace, A)
                 # A not-PD simplicial factor can report log of a negative pivot: NaN, quietly.
                 # Read the diagonal of the supernodal blocks in place when we can: scikit-
                 # sparse's logdet() converts a copy of the factor first (0.1 s at n = 10^6).

@@ -61,3 +61,43 @@ def test_fork_child_gets_fresh_cache():
     msg = os.read(r, 1)
     os.waitpid(pid, 0)
     assert msg == b"1"
+
+
+_FORK_SCRIPT = r"""
+import os, sys, time
+import numpy as np, scipy.sparse as sp
+from pymc_sparse.cholmod import CACHE
+from pymc_sparse.pattern import SparsityPattern
+
+m = 100  # large enough for a supernodal factor with OpenMP regions in CHOLMOD
+T = sp.diags([np.ones(m - 1), np.ones(m - 1)], [-1, 1], shape=(m, m))
+W = (sp.kron(T, sp.identity(m)) + sp.kron(sp.identity(m), T)).tocsc()
+Q = (sp.diags(np.asarray(W.sum(1)).ravel()) - 0.9 * W).tocsc()
+p, d = SparsityPattern.from_scipy(Q)
+assert np.isfinite(CACHE.factor(p, d).logdet())  # the parent factorises first
+pid = os.fork()
+if pid == 0:
+    ld = CACHE.factor(p, 1.5 * d).logdet()
+    os._exit(0 if np.isfinite(ld) else 3)
+t0 = time.time()
+while time.time() - t0 < 60:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(os.waitstatus_to_exitcode(status))
+    time.sleep(0.05)
+os.kill(pid, 9)
+sys.exit(7)  # the child hung
+"""
+
+
+def test_factorisation_in_forked_child_does_not_hang():
+    # pm.sample(cores > 1) forks on Linux; CHOLMOD's OpenMP pool must not be inherited
+    # by the thread that factorises in the child (see cholmod._NumericThreads).
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 7, "the forked child hung in its first factorisation"
+    assert proc.returncode == 0, proc.stderr[-2000:]
