@@ -218,6 +218,36 @@ def laplace_imh(model, *, chains, draws, seed, start, h=2e-3, df=5.0, progressba
     return idata, stats
 
 
+def _field_images(data, ds, path):
+    """True field, observations (missing sites blank), posterior mean and sd as images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shape = data["shape"]
+    y = np.full(int(np.prod(shape)), np.nan)
+    y[data["obs"]] = data["y"]
+    panels = [
+        ("true field x", data["x"]),
+        ("observations y (10 % missing)", y),
+        ("posterior mean E[x | y]", ds["x_mean"].values),
+        ("posterior sd", ds["x_sd"].values),
+    ]
+    lim = np.nanpercentile(np.abs(data["x"]), 99)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2))
+    for ax, (title, v) in zip(axes, panels, strict=True):
+        kw = {"cmap": "viridis"} if "sd" in title else {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
+        im = ax.imshow(np.asarray(v).reshape(shape), **kw)
+        ax.set_title(title)
+        ax.set_axis_off()
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(f"Proper CAR field on a {shape[0]} x {shape[1]} lattice (n = {np.prod(shape):,})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def large(args):
     from pymc_sparse.latent import sample_latent
 
@@ -273,6 +303,8 @@ def large(args):
     row["latent_rmse"] = float(np.sqrt(np.mean(err**2)))
     row["latent_2sd_coverage"] = float(np.mean(np.abs(err) < 2 * ds["x_sd"].values))
     row["truth"] = data["truth"]
+    _field_images(data, ds, Path(__file__).resolve().parents[1] / "docs" / "performance"
+                  / f"marginal_large_{args.nx}_field.png")
     row["posterior_mean"] = {p: float(idata.posterior[p].mean()) for p in PARAMS}
     row["posterior_sd"] = {p: float(idata.posterior[p].std()) for p in PARAMS}
     print(json.dumps(row, indent=1))
