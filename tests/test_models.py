@@ -73,6 +73,15 @@ def test_scotland_demo_tiny_sample(monkeypatch, tmp_path):
     assert (tmp_path / "scotland_bym2_rr_vs_smr.png").exists()
 
 
+@pytest.mark.slow
+def test_scotland_demo_agrees_with_published_stan_fit(monkeypatch, tmp_path):
+    """The demo's posterior means within 0.25 published sd of the Stan case study's."""
+    monkeypatch.setattr(scotland_bym2, "OUTPUT", tmp_path)
+    idata = scotland_bym2.main(["--draws", "600", "--tune", "600", "--chains", "2"])
+    diffs = scotland_bym2.compare_with_published(idata)
+    assert max(diffs.values()) < 0.25, diffs
+
+
 def test_islands_graph_bookkeeping():
     info = scotland_islands.describe_graph(scotland_islands.load_data())
     assert info["n_components"] == 4
