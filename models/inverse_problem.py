@@ -215,6 +215,22 @@ def optimise(f, data: dict, w_max: float, maxiter: int):
     return res, history, time.perf_counter() - t0
 
 
+def plot_optimisation(history, floor: float, res):
+    """Loss above its lower bound per evaluation, and the histogram of optimised weights."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    ax[0].semilogy(np.asarray(history) - floor, ".-")
+    ax[0].set_xlabel("function evaluation")
+    ax[0].set_ylabel("loss - lower bound")
+    ax[0].set_title(f"L-BFGS-B on {res.x.size:,} edge weights")
+    ax[1].hist(res.x, bins=50)
+    ax[1].set_xlabel("optimised weight")
+    ax[1].set_title("weights after optimisation")
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None):
     """Dense check, timing of one gradient, L-BFGS-B on the full problem, plots."""
 
@@ -253,15 +269,7 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    ax[0].semilogy(np.asarray(history) - floor, ".-")
-    ax[0].set_xlabel("function evaluation")
-    ax[0].set_ylabel("loss - lower bound")
-    ax[0].set_title(f"L-BFGS-B on {m} edge weights")
-    ax[1].hist(res.x, bins=50)
-    ax[1].set_xlabel("optimised weight")
-    ax[1].set_title("weights after optimisation")
-    fig.tight_layout()
+    fig = plot_optimisation(history, floor, res)
     fig.savefig(OUTPUT / "inverse_problem.png", dpi=80)
     plt.close(fig)
     print(f"saved {OUTPUT / 'inverse_problem.png'}")

@@ -48,6 +48,7 @@ from models.inverse_problem import (
     dense_gradient,
     load_data,
     optimise,
+    plot_optimisation,
     time_loss_grad,
 )
 
@@ -114,13 +115,5 @@ print(f"L-BFGS-B: loss {history[0]:.4g} -> {res.fun:.4g} in {res.nit} iterations
 print(f"weights at w_max: {np.mean(res.x >= W_MAX - 1e-9):.1%}, at 0: {np.mean(res.x <= 1e-9):.1%}")
 assert res.fun < history[0]
 
-fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-ax[0].semilogy(np.asarray(history) - floor, ".-")
-ax[0].set_xlabel("function evaluation")
-ax[0].set_ylabel("loss - lower bound")
-ax[0].set_title(f"L-BFGS-B on {m:,} edge weights")
-ax[1].hist(res.x, bins=50)
-ax[1].set_xlabel("optimised weight")
-ax[1].set_title("weights after optimisation")
-plt.tight_layout()
+plot_optimisation(history, floor, res)
 plt.show()
