@@ -142,31 +142,19 @@ def build_model(data: dict, formulation: str = "marginal") -> pm.Model:
 def main(argv=None):
     import arviz as az
 
+    from models.scotland_bym2 import add_sampling_args, sample
     from pymc_sparse.latent import sample_latent
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nx", type=int, default=32)
-    p.add_argument("--draws", type=int, default=500)
-    p.add_argument("--tune", type=int, default=500)
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
+    add_sampling_args(p, draws=500, tune=500, chains=2, target_accept=0.8, seed=1)
     args = p.parse_args(argv)
 
     data = simulate_data(args.nx)
     n = args.nx * args.nx
     print(f"lattice {args.nx} x {args.nx}: n = {n}, {data['obs'].size} observations")
     model = build_model(data)
-    t0 = time.perf_counter()
-    with model:
-        idata = pm.sample(
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            cores=min(args.chains, 2),
-            random_seed=args.seed,
-            progressbar=True,
-        )
-    t_fit = time.perf_counter() - t0
+    idata, t_fit = sample(model, args)
     print(az.summary(idata, var_names=["tau", "alpha", "sigma"]))
     print("truth:", data["truth"], f"fit wall time {t_fit:.1f} s")
 

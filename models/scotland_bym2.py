@@ -115,14 +115,22 @@ def sample(model: pm.Model, args) -> tuple:
     return idata, time.perf_counter() - t0
 
 
-def add_sampling_args(p: argparse.ArgumentParser, *, draws=1000, tune=1000, chains=4):
+def add_sampling_args(
+    p: argparse.ArgumentParser,
+    *,
+    draws=1000,
+    tune=1000,
+    chains=4,
+    target_accept=0.9,
+    seed=20261126,
+):
     """The sampling flags every model's ``main`` shares."""
     p.add_argument("--draws", type=int, default=draws)
     p.add_argument("--tune", type=int, default=tune)
     p.add_argument("--chains", type=int, default=chains)
     p.add_argument("--cores", type=int, default=2, help="processes for the chains")
-    p.add_argument("--target-accept", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=20261126)
+    p.add_argument("--target-accept", type=float, default=target_accept)
+    p.add_argument("--seed", type=int, default=seed)
     p.add_argument(
         "--sampler",
         default="pymc",
