@@ -109,26 +109,24 @@ def takahashi_simplicial(indptr, indices, data):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
+def _bisect(a, lo, hi, key):  # pragma: no cover - compiled
+    """Position of ``key`` in the sorted slice ``a[lo:hi]``, or -1."""
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < end and a[lo] == key else -1
+
+
+@numba.njit(cache=True)
 def _locate(indptr, indices, rows, cols):  # pragma: no cover - compiled
     out = np.empty(rows.size, dtype=np.int64)
     for t in range(rows.size):
-        r = rows[t]
-        c = cols[t]
-        if r < c:
-            r, c = c, r
-        lo = indptr[c]
-        hi = indptr[c + 1]
-        # Binary search for row r in column c.
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if indices[mid] < r:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < indptr[c + 1] and indices[lo] == r:
-            out[t] = lo
-        else:
-            out[t] = -1
+        r, c = max(rows[t], cols[t]), min(rows[t], cols[t])
+        out[t] = _bisect(indices, indptr[c], indptr[c + 1], r)
     return out
 
 
@@ -697,23 +695,11 @@ def supernodes_from_csc(indptr, indices):
 def _locate_supernodal(sup, pi, px, s, snode, rows, cols):  # pragma: no cover - compiled
     out = np.empty(rows.size, dtype=np.int64)
     for t in range(rows.size):
-        r = rows[t]
-        c = cols[t]
-        if r < c:
-            r, c = c, r
+        r, c = max(rows[t], cols[t]), min(rows[t], cols[t])
         J = snode[c]
-        lo = pi[J]
-        hi = pi[J + 1]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if s[mid] < r:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < pi[J + 1] and s[lo] == r:
-            out[t] = px[J] + (c - sup[J]) * (pi[J + 1] - pi[J]) + lo - pi[J]
-        else:
-            out[t] = -1
+        k = _bisect(s, pi[J], pi[J + 1], r)
+        # Column-major dense block of supernode J: (row position, column offset).
+        out[t] = -1 if k < 0 else px[J] + (c - sup[J]) * (pi[J + 1] - pi[J]) + k - pi[J]
     return out
 
 
