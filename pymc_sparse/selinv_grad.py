@@ -319,6 +319,16 @@ def csc_supernodes(indptr, indices):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _snode(indptr, indices, starts, J):  # pragma: no cover - compiled
+    """First column ``c0``, width ``s``, number of off-diagonal rows ``r`` and those rows ``R``."""
+    c0 = starts[J]
+    s = starts[J + 1] - c0
+    p = indptr[c0]
+    r = indptr[c0 + 1] - p - s
+    return c0, s, r, indices[p + s : p + s + r]
+
+
+@numba.njit(cache=True, nogil=True)
 def _gather_block(indptr, data, c0, s, r):  # pragma: no cover - compiled
     """Dense ``(s + r) x s`` panel [L_JJ; L_RJ] of a supernode (upper part of L_JJ zero)."""
     P = np.zeros((s + r, s))
@@ -433,11 +443,7 @@ def takahashi_adjoint_supernodal(indptr, indices, data, Z, Zbar, starts):  # pra
     """
     Lbar = np.zeros_like(data)
     for J in range(starts.size - 1):
-        c0 = starts[J]
-        s = starts[J + 1] - c0
-        p = indptr[c0]
-        r = indptr[c0 + 1] - p - s
-        R = indices[p + s : p + s + r]
+        c0, s, r, R = _snode(indptr, indices, starts, J)
         PL = _gather_block(indptr, data, c0, s, r)
         PZ = _gather_block(indptr, Z, c0, s, r)
         PG = _gather_block(indptr, Zbar, c0, s, r)
@@ -500,11 +506,7 @@ def cholesky_adjoint_supernodal(indptr, indices, data, Lbar, starts):  # pragma:
         Supernode partition from :func:`csc_supernodes`.
     """
     for J in range(starts.size - 2, -1, -1):
-        c0 = starts[J]
-        s = starts[J + 1] - c0
-        p = indptr[c0]
-        r = indptr[c0 + 1] - p - s
-        R = indices[p + s : p + s + r]
+        c0, s, r, R = _snode(indptr, indices, starts, J)
         PL = _gather_block(indptr, data, c0, s, r)
         PB = _gather_block(indptr, Lbar, c0, s, r)
         Ljj = PL[:s, :]
