@@ -20,13 +20,23 @@ pattern (the selected inverse) and :math:`w_e = 1` on the diagonal, 2 off it.
 where the :math:`k_s \log|\alpha - s|` are known logarithmic singularities at end points
 of the support (a proper CAR :math:`D - \alpha W` is singular at :math:`\alpha = 1` with
 multiplicity the number of connected components, and at :math:`\alpha = -1` with
-multiplicity the number of bipartite components).  Each piece is sampled at nested
-Chebyshev--Lobatto points (9, 17, 33) from exact sparse Cholesky factorisations and
-split in two when its Chebyshev coefficients have not decayed to the tolerance; the
-initial partition is graded geometrically toward singular ends.  The result is then
-*certified*: at random points (at least one in every piece) :math:`f` and :math:`f'`
-are recomputed exactly (factorisation and selected inverse) and compared with the
-interpolant; pieces that fail are split and rebuilt.
+multiplicity the number of bipartite components).  Each piece samples :math:`g'` (one
+factorisation and one selected inverse per point) at nested Chebyshev--Lobatto points
+(9, 17, 33) and is split in two when the Chebyshev coefficients of :math:`g'` have not
+decayed to the tolerance; :math:`g` is the integral of that series, its constant fitted
+to the samples of :math:`g` from the same factorisations.  Interpolating :math:`g'`
+from its own samples, rather than differentiating an interpolant of :math:`g`, keeps the
+samples' rounding out of :math:`f'` (a derivative amplifies it by ~:math:`m^2/h`), which
+is what brings :math:`f'` to 1e-9 absolute.  The initial partition is graded
+geometrically toward singular ends.  The result is then *certified*: at random points
+(at least one in every piece, four near a singular end) :math:`f` and :math:`f'` are
+recomputed exactly and compared with the table; pieces that fail are split and rebuilt.
+
+Close to a singular end the exact :math:`f'` is itself rounded like
+:math:`\varepsilon\,\kappa(Q)\,|f'|`, above 1e-9 within ~1e-3 of the end point.  The
+table stops where the noise of its samples (read off the Chebyshev tail) or a failed
+check says the bound cannot be certified, and the Op evaluates exactly beyond
+(``fam.lo``, ``fam.hi``; ``fam.info["requested_interval"]``).
 
 An evaluation is a binary search among the pieces, a Clenshaw recurrence of degree at
 most 32 and the singular terms: :math:`O(1)` in :math:`n`.  Outside the tabulated
@@ -345,60 +355,75 @@ def _graded_breaks(lo, hi, singular_points, max_width):
     return np.array(out)
 
 
-def _chop(c, half_width, tol_f, tol_df):
-    """Smallest prefix of ``c`` whose dropped tail is below both tolerances.
+def _chop(c, tol):
+    """Shortest prefix of ``c`` whose dropped tail has ``sum |c_j| <= tol``.
 
-    ``|T_j| <= 1`` and ``|T_j'| <= j^2`` on [-1, 1], so the dropped tail changes the
-    value by at most ``sum |c_j|`` and the derivative by ``sum j^2 |c_j| / half_width``.
+    ``|T_j| <= 1`` on [-1, 1], so dropping the tail changes the series by at most that.
     """
-    j = np.arange(c.size)
-    tail_f = np.cumsum(np.abs(c)[::-1])[::-1]
-    tail_df = np.cumsum((j**2 * np.abs(c))[::-1])[::-1] / half_width
-    ok = (tail_f <= tol_f) & (tail_df <= tol_df)
-    # first index p such that everything from p on can be dropped
-    bad = np.flatnonzero(~ok)
+    tail = np.cumsum(np.abs(c)[::-1])[::-1]
+    bad = np.flatnonzero(tail > tol)
     p = 0 if bad.size == 0 else bad[-1] + 1
     return c[: max(p, 1)]
 
 
-def _build(g_of, lo, hi, breaks0, atol, rtol, rtol_df, noise, max_pieces, stats=None):
-    """Adaptive piecewise Chebyshev interpolation of ``g`` on [lo, hi]."""
+def _integrate(d, half_width, t, v):
+    r"""Series of :math:`g` on a piece from the series ``d`` of :math:`g'` and samples of :math:`g`.
+
+    :math:`dg/dt = h\,g'` on the piece (half-width :math:`h`), so :math:`g = C + h\int d`;
+    the constant :math:`C` is the mean misfit to the samples ``v`` at ``t``, which
+    averages their rounding noise.
+    """
+    c = np.polynomial.chebyshev.chebint(d, scl=half_width)
+    c[0] += np.mean(v - np.polynomial.chebyshev.chebval(t, c))
+    return c
+
+
+def _build(sample, lo, hi, breaks0, atol, rtol, rtol_df, noise, max_pieces, stats=None):
+    r"""Adaptive piecewise Chebyshev interpolation of :math:`g'`, integrated to :math:`g`.
+
+    ``sample(alpha)`` returns the exact :math:`(g, g')` (one factorisation and one
+    selected inverse).  :math:`g'` is interpolated from its own samples, so its error is
+    the interpolation error plus the rounding of the samples, not the samples' noise
+    amplified by differentiation (~:math:`m^2/h`) as for the derivative of an interpolant
+    of :math:`g`.  :math:`g` is the integral of that series, its constant fitted to the
+    samples of :math:`g`; the misfit at the samples checks the two against each other.
+    """
     todo = list(zip(breaks0[:-1], breaks0[1:]))
     done = []
     while todo:
         a, b = todo.pop()
         hw = 0.5 * (b - a)
         for m in _LEVELS:
-            x = 0.5 * (a + b) + hw * _lobatto(m)
-            v = np.array([g_of(xi) for xi in x])
-            if not np.all(np.isfinite(v)):
+            t = _lobatto(m)
+            x = 0.5 * (a + b) + hw * t
+            v, dv = np.array([sample(xi) for xi in x]).T
+            if not (np.all(np.isfinite(v)) and np.all(np.isfinite(dv))):
                 raise ValueError(
                     f"Q(alpha) is not positive definite at some alpha in [{a:.6g}, {b:.6g}]; "
                     "shrink the interval to the support where A0 + alpha*A1 is SPD."
                 )
-            c = _coefficients(v)
-            scale_f = np.max(np.abs(v))
-            dc = _derivative_coefficients(c, hw, 1)
-            scale_df = np.sum(np.abs(dc))
-            # Noise of the samples (rounding in the factorisation) plateaus the coefficients;
-            # its derivative is amplified by ~m^2/hw, so it sets a floor on the tolerance.
-            tol_f = atol + rtol * scale_f + 4 * noise
-            tol_df = atol + rtol_df * scale_df + 4 * noise * m**2 / hw
+            d = _coefficients(dv)
+            tol_f = atol + rtol * np.max(np.abs(v)) + 4 * noise
+            tol_df = atol + rtol_df * np.max(np.abs(dv))
             q = max(2, m // 4)
-            tail = np.abs(c[-q:])
-            jt = np.arange(m - q, m)
-            ok_f = np.sum(tail) <= tol_f / 4
-            ok_df = np.sum(jt**2 * tail) / hw <= tol_df / 4
+            tail = np.abs(d[-q:])
+            ok_df = np.sum(tail) <= tol_df / 4
             # At the finest level, coefficients that no longer decay are rounding noise of
-            # the samples: the value is resolved and splitting cannot improve f' (its noise
-            # grows as the piece shrinks); certification reports the error reached.
-            flat = m == _LEVELS[-1] and tail.max() >= 0.1 * np.abs(c[m // 2 : m // 2 + q]).max()
-            if ok_f and (ok_df or flat):
-                tol_chop = max(tol_df, np.sum(jt**2 * tail) / hw) / 4
-                done.append((a, b, _chop(c, hw, tol_f / 4, tol_chop)))
-                if stats is not None:
-                    stats.append((m, bool(ok_df), float(np.sum(tail))))
-                break
+            # the samples: splitting cannot reduce it; certification reports what is reached.
+            flat = m == _LEVELS[-1] and tail.max() >= 0.1 * np.abs(d[m // 2 : m // 2 + q]).max()
+            if ok_df or flat:
+                dch = _chop(d, max(tol_df, np.sum(tail)) / 4)
+                c = _integrate(dch, hw, t, v)
+                misfit = np.max(np.abs(v - np.polynomial.chebyshev.chebval(t, c)))
+                if misfit <= tol_f / 2:
+                    # White noise of sd s in the samples gives coefficients of rms
+                    # s * sqrt(2 / m); the interpolant carries it times its Lebesgue
+                    # constant (<= 3.3 for m <= 33).
+                    sd = np.sqrt(np.mean(d[-q:] ** 2) * m / 2) if flat and not ok_df else 0.0
+                    done.append((a, b, c, 3.3 * sd))
+                    if stats is not None:
+                        stats.append((m, bool(ok_df), float(np.sum(tail))))
+                    break
         else:
             if len(done) + len(todo) + 2 > max_pieces:
                 raise RuntimeError(
@@ -430,11 +455,12 @@ def logdet_family(
     singularities=(),
     atol: float = 1e-9,
     rtol: float = 1e-12,
-    rtol_df: float = 1e-10,
+    rtol_df: float = 0.0,
     check_points: int = 8,
     seed: int = 0,
     max_pieces: int = 200,
     max_width: float = 0.5,
+    end_zone: float = 0.01,
 ) -> LogDetFamily:
     r"""Tabulate :math:`f(\alpha) = \log\det(A_0 + \alpha A_1)` on an interval.
 
@@ -455,15 +481,22 @@ def logdet_family(
         Target accuracy: at every point, :math:`|\hat f - f| \le \mathrm{atol} +
         \mathrm{rtol}\,|f - \ell_0|` and :math:`|\hat f' - f'| \le \mathrm{atol} +
         \mathrm{rtol\_df}\,|f'|`, where :math:`\ell_0 = \sum_j \log (A_0)_{jj}`.  The
-        relative parts exist because the exact values are themselves rounded: the
-        samples of :math:`f` carry noise of ~1e-13 (n = 1e4) to ~1e-12 (n = 1e5), which a
-        derivative amplifies, and close to a singular point the exact :math:`f'` loses
-        accuracy like :math:`\varepsilon\,\kappa(Q)\,|f'|`.
+        default is 1e-9 absolute on :math:`f'` (``rtol_df = 0``).  The exact values are
+        themselves rounded: the samples of :math:`f` carry noise of ~1e-13 (n = 1e4) to
+        ~1e-12 (n = 1e5), and close to a singular point the exact :math:`f'` loses
+        accuracy like :math:`\varepsilon\,\kappa(Q)\,|f'|`.  A positive ``rtol_df``
+        (e.g. 1e-10) lets the table reach closer to a singular end.
     check_points : int
-        Random certification points in addition to one per piece and the two ends; at
-        each, :math:`f` and :math:`f'` are recomputed exactly and compared (``info["max_error_f"]``,
-        ``info["max_error_df"]``).  Pieces that fail are split and rebuilt; a warning is
-        raised if the bound still fails after 3 rounds.
+        Random certification points in addition to one per piece (four within
+        ``end_zone`` of a singular end, certified there to half the tolerance) and the two
+        ends; at each, :math:`f` and :math:`f'` are recomputed exactly and compared
+        (``info["max_error_f"]``, ``info["max_error_df"]``, ``info["certified"]``).
+        Pieces that fail are split and rebuilt; a warning is raised if the bound still
+        fails after 3 rounds away from a singular end.
+    end_zone : float
+        Fraction of the interval, next to a singular end point, where pieces whose exact
+        :math:`f'` is too noisy for the tolerance are dropped: the table then stops short
+        of ``interval`` and the Op evaluates exactly beyond it.
     seed : int
         Seed of the random certification points.
     max_pieces, max_width : int, float
@@ -501,60 +534,115 @@ def logdet_family(
     n = pattern.n
     # Rounding noise of one sample of g (measured: ~1e-13 at n = 1e4, ~1e-12 at 1e5).
     noise = 16 * np.finfo(float).eps * math.sqrt(n) * (1.0 + float(np.mean(np.abs(np.log(c)))))
-    cache: dict[float, float] = {}
+    cache: dict[float, tuple[float, float]] = {}
     counts = {"evaluations": 0, "selected_inverses": 0}
 
     def sing(alpha, order=0):
         return sum((s.value(alpha) if order == 0 else s.derivative(alpha, order)) for s in sings)
 
-    def g_of(alpha):
+    def exact(alpha):
+        counts["evaluations"] += 1
+        counts["selected_inverses"] += 1
+        return _exact_smooth(pattern, a0, a1, c, float(alpha), True)
+
+    def sample(alpha):
         alpha = float(alpha)
         if alpha not in cache:
-            counts["evaluations"] += 1
-            cache[alpha] = _exact_smooth(pattern, a0, a1, c, alpha, False)[0] - sing(alpha)
+            g, dg = exact(alpha)
+            cache[alpha] = (g - sing(alpha), dg - sing(alpha, 1))
         return cache[alpha]
 
-    breaks0 = _graded_breaks(lo, hi, [s.point for s in sings], max_width)
-    pieces = _build(g_of, lo, hi, breaks0, atol, rtol, rtol_df, noise, max_pieces)
-    rng = np.random.default_rng(seed)
-    worst_f = worst_df = 0.0
-    for _round in range(4):
+    def build(breaks):
+        return _build(sample, lo, hi, breaks, atol, rtol, rtol_df, noise, max_pieces)
+
+    def family(pieces):
         breaks, coef = _assemble(pieces)
-        fam = LogDetFamily(pattern, a0, a1, lo, hi, sings, offset, breaks, coef, {})
-        # The interval's ends too: there an interpolant's derivative error peaks.
+        return LogDetFamily(
+            pattern, a0, a1, pieces[0][0], pieces[-1][1], sings, offset, breaks, coef, {}
+        )
+
+    def misses(fam, x, margin=1.0):
+        """The table's errors (f, f') at x against a fresh exact evaluation, and a verdict."""
+        g, dg = exact(x)
+        ef = abs(fam.table(x) - offset - g)
+        edf = abs(fam.table(x, 1) - dg)
+        tol_f, tol_df = atol + rtol * abs(g) + 4 * noise, atol + rtol_df * abs(dg)
+        return ef, edf, ef > margin * tol_f or edf > margin * tol_df
+
+    zone = end_zone * (hi - lo)
+
+    def near_end(a, b):
+        """Whether piece [a, b] lies within ``zone`` of a singular end point."""
+        return any(
+            (s.point >= hi and s.point - a <= zone) or (s.point <= lo and b - s.point <= zone)
+            for s in sings
+        )
+
+    def trim(pieces, bad):
+        """Drop the pieces from the outermost failing one to each singular end."""
+        mid = 0.5 * (lo + hi)
+        upper = [i for i in bad if pieces[i][0] >= mid and near_end(*pieces[i][:2])]
+        lower = [i for i in bad if pieces[i][1] <= mid and near_end(*pieces[i][:2])]
+        return range(max(lower) + 1 if lower else 0, min(upper) if upper else len(pieces))
+
+    pieces = build(_graded_breaks(lo, hi, [s.point for s in sings], max_width))
+    # Pieces whose g' samples are noisier than the tolerance (the exact f' loses accuracy
+    # like eps * kappa(Q) * |f'| toward a singular end): the table stops before them.
+    keep = trim(pieces, {i for i, p in enumerate(pieces) if p[3] > atol / 2})
+    pieces = pieces[keep.start : keep.stop]
+    if not pieces:
+        raise RuntimeError(
+            f"The exact f' is too noisy for the tolerance everywhere on [{lo:.6g}, {hi:.6g}]; "
+            "use the exact path or raise `atol`/`rtol_df`."
+        )
+    rng = np.random.default_rng(seed)
+    npts = 0
+    for _round in range(4):
+        fam = family(pieces)
+        breaks = fam.breaks
+        # The interval's ends too: there an interpolant's derivative error peaks.  Near a
+        # singular end the exact f' is noisier and so is the table: more points per piece.
+        per_piece = [4 if near_end(a, b) else 1 for a, b, *_ in pieces]
         pts = np.concatenate(
-            [[lo, hi], rng.uniform(breaks[:-1], breaks[1:]), rng.uniform(lo, hi, check_points)]
+            [[fam.lo, fam.hi], rng.uniform(fam.lo, fam.hi, check_points)]
+            + [rng.uniform(a, b, k) for (a, b, *_), k in zip(pieces, per_piece)]
         )
         bad = set()
-        worst_f = worst_df = 0.0
+        errors = []
+        npts += pts.size
         for x in pts:
-            g, dg = _exact_smooth(pattern, a0, a1, c, float(x), True)
-            counts["evaluations"] += 1
-            counts["selected_inverses"] += 1
-            f_true = g
-            df_true = dg
-            ef = abs(fam.table(x) - offset - f_true)
-            edf = abs(fam.table(x, 1) - df_true)
-            worst_f = max(worst_f, ef)
-            worst_df = max(worst_df, edf)
-            # Near a singular point the exact f' (selected inverse) is itself only accurate
-            # to ~1e3 * eps * kappa relative (measured), kappa ~ 1 / distance to the point.
-            kappa = max((1.0 / abs(x - s.point) for s in sings if s.multiplicity), default=1.0)
-            floor_df = 1e3 * np.finfo(float).eps * kappa * abs(df_true)
-            tol_f_x = atol + rtol * abs(f_true) + 4 * noise
-            if ef > tol_f_x or edf > atol + rtol_df * abs(df_true) + floor_df:
-                bad.add(min(int(np.searchsorted(breaks, x, side="right")) - 1, len(pieces) - 1))
+            i = min(int(np.searchsorted(breaks, x, side="right")) - 1, len(pieces) - 1)
+            # Near a singular end the errors are random (rounding of the samples), and a
+            # few points sample them: certify there with a factor 2 in hand.
+            ef, edf, miss = misses(fam, float(x), 0.5 if per_piece[i] > 1 else 1.0)
+            errors.append((i, ef, edf))
+            if miss:
+                bad.add(i)
         if not bad or _round == 3:
             break
-        redo = []
-        for i in sorted(bad, reverse=True):
-            a, b, _ = pieces.pop(i)
-            redo.extend([a, 0.5 * (a + b), b])
         new = []
-        for k in range(0, len(redo), 3):
-            three = np.array(redo[k : k + 3])
-            new.extend(_build(g_of, lo, hi, three, atol, rtol, rtol_df, noise, max_pieces))
+        for i in sorted(bad, reverse=True):
+            a, b, *_ = pieces.pop(i)
+            new.extend(build(np.array([a, 0.5 * (a + b), b])))
         pieces = sorted(pieces + new)
+    # Close to a singular end point the exact f' itself (a sum of selected-inverse entries)
+    # loses accuracy like eps * kappa(Q) * |f'|; where the table cannot be certified there,
+    # it stops, and the Op evaluates exactly beyond it (one factorisation per call).
+    keep = trim(pieces, bad)
+    if len(keep) < len(pieces):
+        pieces = pieces[keep.start : keep.stop]
+        bad = {i - keep.start for i in bad if i in keep}
+        errors = [(i - keep.start, ef, edf) for i, ef, edf in errors if i in keep]
+        # The new ends were only tested as interior points of their pieces.
+        fam = family(pieces)
+        for i, x in ((0, fam.lo), (len(pieces) - 1, fam.hi)):
+            ef, edf, miss = misses(fam, x, 0.5)
+            errors.append((i, ef, edf))
+            npts += 1
+            if miss:
+                bad.add(i)
+    worst_f = max(e[1] for e in errors)
+    worst_df = max(e[2] for e in errors)
     if bad:
         warnings.warn(
             f"Log-determinant table on [{lo:.6g}, {hi:.6g}] missed its tolerance at some check "
@@ -563,19 +651,22 @@ def logdet_family(
             UserWarning,
             stacklevel=2,
         )
-    info = {
+    fam = family(pieces)
+    fam.info = {
         **counts,
         "pieces": len(pieces),
-        "max_degree": int(coef.shape[1] - 1),
+        "max_degree": int(fam.coef.shape[1] - 1),
         "build_seconds": time.perf_counter() - t0,
         "max_error_f": worst_f,
         "max_error_df": worst_df,
-        "check_points": int(pts.size),
+        "certified": not bad,
+        "check_points": int(npts),
+        "requested_interval": (lo, hi),
         "atol": atol,
         "rtol": rtol,
         "rtol_df": rtol_df,
     }
-    return LogDetFamily(pattern, a0, a1, lo, hi, sings, offset, breaks, coef, info)
+    return fam
 
 
 def _as_symmetric_csc(A, name):
