@@ -21,6 +21,12 @@ matrix determinant lemma and the Woodbury identity give
         - \tfrac12 \sum_{k=1}^m \log(2\pi\sigma_k^2)
         - \tfrac12 \left(r^\top D r - c^\top Q_{\mathrm{post}}^{-1} c\right).
 
+The quadratic term is evaluated as :math:`(r - Ab)^\top D (r - Ab) + b^\top Q b` with
+:math:`b = Q_{\mathrm{post}}^{-1} c` (the same number: the minimum of the penalised least
+squares :math:`(r - Ax)^\top D (r - Ax) + x^\top Q x`), a sum of two non-negative
+terms, rather than as the difference above, which loses every digit as
+:math:`\sigma \to 0`.
+
 Every term is a sparse Op of :mod:`pymc_sparse.ops` (log-determinants and one solve), so
 one evaluation of the log-density and its gradient costs two numeric Cholesky
 factorisations (of :math:`Q` and :math:`Q_{\mathrm{post}}`), both shared through the
@@ -266,7 +272,12 @@ def marginal_gmrf_normal_logp(y, Q, mu, design: ObservationMatrix, sigma, logdet
     c = design.rmatvec(dr)
     Qp = conditional_precision(Q, design, d)
     b = solve(Qp, c)
-    quad = pt.sum(r * dr) - pt.sum(c * b)
+    # r'Dr - c'b is the difference of two numbers of order 1/sigma^2 and loses every digit
+    # as sigma -> 0 (at sigma ~ 1e-8 its rounding error is O(|r|^2): samplers exploring
+    # that tail then see a spurious density). The same minimum of the penalised least
+    # squares, (r - Ab)'D(r - Ab) + b'Qb, is a sum of two non-negative terms.
+    e = r - design.matvec(b)
+    quad = pt.sum(d * e * e) + Q.quad_form(b)
     ld_q = logdet(Q) if logdet_q is None else logdet_q
     logp = (
         0.5 * ld_q
