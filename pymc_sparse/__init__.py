@@ -32,6 +32,7 @@ from pymc_sparse.distributions import ICAR as ICAR
 from pymc_sparse.distributions import SparseGMRF as SparseGMRF
 from pymc_sparse.distributions.marginal import MarginalGMRFNormal as MarginalGMRFNormal
 from pymc_sparse.distributions.marginal import ObservationMatrix as ObservationMatrix
+from pymc_sparse.imh import sample_imh as sample_imh
 from pymc_sparse.latent import sample_latent as sample_latent
 from pymc_sparse.logdet1d import LogDetFamily as LogDetFamily
 from pymc_sparse.logdet1d import OneParameterLogDet as OneParameterLogDet
