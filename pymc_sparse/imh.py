@@ -216,7 +216,7 @@ def _fit_mixture(x, w, components, df, iters=100):
     for _ in range(iters):
         logr = np.empty((n, components))
         for j in range(components):
-            logr[:, j] = np.log(pis[j]) + multivariate_normal_logpdf(x, locs[j], covs[j])
+            logr[:, j] = np.log(pis[j]) + _normal_logpdf(x, locs[j], covs[j])
         logr -= logsumexp(logr, axis=1, keepdims=True)
         r = np.exp(logr) * w[:, None]
         nk = r.sum(axis=0)
@@ -231,10 +231,12 @@ def _fit_mixture(x, w, components, df, iters=100):
     return _Proposal(pis, list(locs), list(covs), [df] * components)
 
 
-def multivariate_normal_logpdf(x, mean, cov):
+def _normal_logpdf(x, mean, cov):
+    """Log-density of N(mean, cov) at the rows of ``x``."""
     L = np.linalg.cholesky(cov)
     z = np.linalg.solve(L, (x - mean).T)
-    return -0.5 * np.sum(z * z, axis=0) - np.log(np.diag(L)).sum() - 0.5 * mean.size * np.log(2 * np.pi)
+    half_logdet = np.log(np.diag(L)).sum()
+    return -0.5 * np.sum(z * z, axis=0) - half_logdet - 0.5 * mean.size * np.log(2 * np.pi)
 
 
 def _draw_and_evaluate(f, q, n, rng, progress, task):
@@ -321,8 +323,9 @@ def sample_imh(
     r"""Sample a low-dimensional posterior by independence Metropolis-Hastings.
 
     Each iteration is one independence step from a proposal fitted by adaptive importance
-    sampling and one random-walk step; both are exact (see the module docstring).  Meant for the hyperparameters of a model whose latent field is integrated out
-    (:class:`~pymc_sparse.MarginalGMRFNormal`); see the module docstring for the method.
+    sampling and one random-walk step; both are exact (see the module docstring).  Meant
+    for the hyperparameters of a model whose latent field is integrated out
+    (:class:`~pymc_sparse.MarginalGMRFNormal`).
     Every free variable of the model is sampled; the result has the layout of
     ``pm.sample``'s (constrained values and deterministics in ``posterior``), so
     :func:`pymc_sparse.sample_latent` and ArviZ work on it unchanged.
@@ -461,7 +464,8 @@ def _to_inference_data(model, f, xs, lps, acc, rate, elapsed, n_evals):
             for v, r in zip(outs, res, strict=True):
                 values[v.name].append(np.asarray(r))
     posterior = {
-        nm: np.stack(vals).reshape((chains, draws, *np.shape(vals[0]))) for nm, vals in values.items()
+        nm: np.stack(vals).reshape((chains, draws, *np.shape(vals[0])))
+        for nm, vals in values.items()
     }
     dims = {nm: list(d) for nm, d in model.named_vars_to_dims.items() if nm in posterior}
     coords = {nm: np.asarray(v) for nm, v in model.coords.items() if v is not None}
