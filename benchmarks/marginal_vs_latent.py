@@ -1,28 +1,31 @@
-"""Latent field sampled vs integrated out: same model, same data, NUTS in PyMC.
+"""Latent field sampled vs integrated out: same model, same data.
 
 Model: ``models/lattice_gaussian_marginal.py`` (proper CAR field on a lattice, Gaussian
 observations at 90 % of the sites).  Part ``small`` (32 x 32, n = 1024) fits
 
-* ``pm_car``        x sampled, PyMC's ``pm.CAR``;
-* ``sparse_latent`` x sampled, prior written with this package's sparse Ops;
+* ``pm_car``        x sampled by NUTS, PyMC's ``pm.CAR``;
+* ``sparse_latent`` x sampled by NUTS, prior written with this package's sparse Ops;
 * ``marginal``      x integrated out (``MarginalGMRFNormal``), NUTS on (tau, alpha, sigma);
 * ``marginal_imh``  the same marginal model sampled by :func:`pymc_sparse.sample_imh`
   (independence + random-walk Metropolis, gradient-free);
 
 and reports the minimum bulk ESS of (tau, alpha, sigma) per second of sampling
-(``sampling_time`` of PyMC, compilation excluded) and per second of wall time from model
-construction to the posterior (the log-determinant table, compilation and pm.CAR's
-constant-folded eigendecomposition included), and the largest difference of posterior
-means from the marginal fit in units of the marginal posterior sd.  The marginal model
-uses a dense mass matrix (``--marginal-init``, 3 dimensions), the latent ones PyMC's
-default diagonal one.  Part ``large``
-(316 x 316, n ~ 10^5) fits the marginal model end to end: MAP, a Laplace (finite
-difference Hessian) mass matrix, then NUTS with 2 chains, and times every stage.
+(``sampling_time``: PyMC's excludes compilation, ``sample_imh``'s includes it and the
+MAP) and per second of wall time from model construction to the posterior (the
+log-determinant table, compilation and pm.CAR's constant-folded eigendecomposition
+included), and the largest difference of posterior means from the marginal fit in units
+of the marginal posterior sd.  The marginal NUTS fit uses a dense mass matrix
+(``--marginal-init``, 3 dimensions), the latent ones PyMC's default diagonal one.
+Results go to ``benchmarks/results/marginal_vs_latent_small_{nx}[_seed{seed}].json``.
+
+Part ``large`` (316 x 316, n ~ 10^5) fits the marginal model end to end, with
+``sample_imh`` (default) or NUTS with a Laplace (MAP + finite-difference Hessian) dense
+mass matrix and 2 chains (``--sampler nuts``), times every stage and recovers the field.
 
 Usage::
 
-    python benchmarks/marginal_vs_latent.py small [--draws 1000 --tune 1000]
-    python benchmarks/marginal_vs_latent.py large [--nx 316 --draws 100 --tune 50]
+    python benchmarks/marginal_vs_latent.py small [--draws 1000 --tune 1000 --seed 1]
+    python benchmarks/marginal_vs_latent.py large [--nx 316 --draws 500 --tune 1000]
 
 Cores are shared with other jobs on the development machines: timings are noisy.
 """
@@ -190,6 +193,21 @@ def laplace_potential(model, start=None, h=1e-4):
     return QuadPotentialFull(cov), init, map_point, {"map_s": t_map, "hessian_s": t_hess}
 
 
+def _logdet_family(model):
+    """The one-parameter log-determinant table in the model's graph, if any."""
+    try:  # pytensor >= 2.30
+        from pytensor.graph.traversal import ancestors
+    except ImportError:  # pragma: no cover
+        from pytensor.graph.basic import ancestors
+
+    from pymc_sparse.logdet1d import OneParameterLogDet
+
+    for v in ancestors([model.logp()]):
+        if v.owner is not None and isinstance(v.owner.op, OneParameterLogDet):
+            return v.owner.op.family
+    return None
+
+
 def _transformed_logp(model):
     """``x -> log p(x)`` on the sampler's (transformed, raveled) space, and x -> params."""
     import pytensor
@@ -203,79 +221,6 @@ def _transformed_logp(model):
         return float(logp_fn(dict(zip(names, x, strict=True))))
 
     return f, to_params, names
-
-
-def laplace_imh(model, *, chains, draws, seed, start, h=2e-3, df=5.0, progressbar=True):
-    r"""Exact MCMC for a few hyperparameters without gradients: independence Metropolis.
-
-    MAP by L-BFGS on finite-difference gradients and the Hessian by central differences
-    of the log density (both in the transformed space), then a multivariate-t(df)
-    proposal centred at the MAP with the inverse negative Hessian as scale.  The accept ratio
-    :math:`\min(1, w(x')/w(x))`, :math:`w = \pi/q`, makes the chain exact whatever the
-    quality of the approximation; a good one gives high acceptance and near-iid draws.
-
-    References
-    ----------
-    .. [1] Tierney, L. (1994). Markov chains for exploring posterior distributions.
-       Ann. Statist. 22, 1701-1728.
-    """
-    from scipy.optimize import minimize
-    from scipy.stats import multivariate_t
-
-    f, to_params, _ = _transformed_logp(model)
-    t0 = time.perf_counter()
-    # Quasi-Newton with forward-difference gradients: about k + 1 evaluations per step.
-    res = minimize(lambda x: -f(x), start, method="L-BFGS-B", options={"eps": 1e-6, "ftol": 1e-12})
-    x0 = res.x
-    t_map = time.perf_counter() - t0
-    k = x0.size
-    f0 = -res.fun
-    H = np.empty((k, k))
-    for i in range(k):
-        ei = np.eye(k)[i] * h
-        H[i, i] = (f(x0 + ei) - 2 * f0 + f(x0 - ei)) / h**2
-        for j in range(i):
-            ej = np.eye(k)[j] * h
-            H[i, j] = H[j, i] = (
-                f(x0 + ei + ej) - f(x0 + ei - ej) - f(x0 - ei + ej) + f(x0 - ei - ej)
-            ) / (4 * h**2)
-    cov = np.linalg.inv(-H)
-    np.linalg.cholesky(cov)  # raises if the optimiser did not stop at a maximum
-    t_hess = time.perf_counter() - t0 - t_map
-    q = multivariate_t(loc=x0, shape=cov, df=df)
-    rng = np.random.default_rng(seed)
-    out = {p: np.empty((chains, draws)) for p in PARAMS}
-    accepted = 0
-    nevals = res.nfev + 1 + 2 * k + 2 * k * (k - 1)
-    t1 = time.perf_counter()
-    for c in range(chains):
-        x = q.rvs(random_state=rng)
-        lw = f(x) - q.logpdf(x)
-        for t in range(draws):
-            xp = q.rvs(random_state=rng)
-            lwp = f(xp) - q.logpdf(xp)
-            nevals += 1
-            if np.log(rng.uniform()) < lwp - lw:
-                x, lw = xp, lwp
-                accepted += 1
-            for p, v in zip(PARAMS, to_params(*x), strict=True):
-                out[p][c, t] = v
-            if progressbar and (t + 1) % 25 == 0:
-                print(
-                    f"  chain {c}: {t + 1}/{draws}, accept {accepted / (c * draws + t + 1):.2f}",
-                    flush=True,
-                )
-    t_mcmc = time.perf_counter() - t1
-    idata = az.from_dict(posterior=out)
-    stats = {
-        "map_s": t_map,
-        "map_evals": int(res.nfev),
-        "hessian_s": t_hess,
-        "mcmc_s": t_mcmc,
-        "logp_evals": int(nevals),
-        "acceptance": accepted / (chains * draws),
-    }
-    return idata, stats
 
 
 def _field_images(data, ds, path):
@@ -330,6 +275,10 @@ def large(args):
     t_grad = time.perf_counter() - t1
     print(f"one logp: {t_logp:.2f} s; one logp + gradient: {t_grad:.2f} s", flush=True)
     row = {"n": n, "build_s": t_build, "logp_s": t_logp, "logp_grad_s": t_grad}
+    fam = _logdet_family(model)
+    if fam is not None:
+        row["logdet_table"] = {"interval": [fam.lo, fam.hi], **fam.info}
+        print(f"log det Q table: {fam!r}, {fam.info['build_seconds']:.1f} s", flush=True)
     if args.sampler == "nuts":
         potential, init, _map_point, t_lap = laplace_potential(
             model, start={"tau": 1.0, "alpha": 0.5, "sigma": 1.0}
@@ -348,11 +297,9 @@ def large(args):
         )
         row.update(fit, **t_lap)
     else:
-        idata, st = laplace_imh(model, chains=2, draws=args.draws, seed=args.seed, start=x0)
-        row.update(st)
-        ess = az.ess(idata, var_names=PARAMS, method="bulk")
-        row["min_bulk_ess"] = float(min(ess[p].values for p in PARAMS))
-        row["max_rhat"] = float(max(az.rhat(idata, var_names=PARAMS)[p].values for p in PARAMS))
+        fit, idata = _fit_imh(model, draws=args.draws, tune=args.tune, chains=2, seed=args.seed)
+        fit["logp_evals"] = int(idata.sample_stats.attrs["n_logp_evals"])
+        row.update(fit)
     row["fit_total_s"] = time.perf_counter() - t0
     print(az.summary(idata, var_names=PARAMS), flush=True)
     t1 = time.perf_counter()
@@ -381,7 +328,7 @@ def main(argv=None):
     p.add_argument("--draws", type=int, default=None)
     p.add_argument("--tune", type=int, default=None)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--sampler", choices=["imh", "nuts"], default="imh")
+    p.add_argument("--sampler", choices=["imh", "nuts"], default="imh")  # imh: sample_imh
     p.add_argument("--data-seed", type=int, default=20261126)
     p.add_argument(
         "--formulations",
@@ -399,8 +346,8 @@ def main(argv=None):
         small(args)
     else:
         args.nx = args.nx or 316
-        args.draws = args.draws or 200
-        args.tune = args.tune or 50
+        args.draws = args.draws or (500 if args.sampler == "imh" else 200)
+        args.tune = args.tune or (1000 if args.sampler == "imh" else 50)
         large(args)
 
 

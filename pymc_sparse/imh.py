@@ -399,6 +399,13 @@ def sample_imh(
             f"quickly with dimension (max_dim={max_dim}). Integrate the latent field out "
             "(MarginalGMRFNormal) or use pm.sample."
         )
+    if tune < 100 * k:
+        warnings.warn(
+            f"tune={tune} importance draws to fit a proposal in {k} dimensions is few; the "
+            f"chains stay exact but may mix poorly. Use tune >= {100 * k} (default 1000).",
+            UserWarning,
+            stacklevel=2,
+        )
     rng = np.random.default_rng(random_seed)
     mode, cov, nfev = _laplace(f, f.x0, fd_step)
     n_evals = nfev + 2 * k

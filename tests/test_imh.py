@@ -88,6 +88,10 @@ def test_refuses_high_dimensional_models_and_bad_arguments():
             sample_imh(10, 100, progressbar=False)
         with pytest.raises(ValueError, match="tune >= 20"):
             sample_imh(10, 5, progressbar=False)
+    with pm.Model():
+        pm.Normal("x", size=2)
+        with pytest.warns(UserWarning, match="tune=50 importance draws"):
+            sample_imh(10, 50, progressbar=False, random_seed=0)
     with pm.Model(), pytest.raises(ValueError, match="no free variables"):
         pm.Normal("y", 0, 1, observed=[0.0])
         sample_imh(10, 100, progressbar=False)
