@@ -457,11 +457,8 @@ def sample_imh(
 
 def _to_inference_data(model, f, xs, lps, acc, rate, elapsed, n_evals):
     """``pm.sample``-like InferenceData: constrained free variables and deterministics."""
-    outs = [
-        v
-        for v in model.unobserved_value_vars
-        if not v.name.endswith("__") or v.name in {rv.name for rv in model.free_RVs}
-    ]
+    # Constrained values and deterministics; PyMC names transformed values "x_log__".
+    outs = [v for v in model.unobserved_value_vars if not v.name.endswith("__")]
     fn = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore", point_fn=False)
     chains, draws, _ = xs.shape
     values = {v.name: [] for v in outs}
