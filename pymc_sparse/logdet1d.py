@@ -60,6 +60,7 @@ References
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
@@ -754,7 +755,9 @@ def car_logdet_family(W, interval=None, *, margin: float = 1e-4, **kwargs) -> Lo
 
     Notes
     -----
-    The caller adds :math:`n\log\tau` for :math:`Q = \tau(D - \alpha W)`.
+    The caller adds :math:`n\log\tau` for :math:`Q = \tau(D - \alpha W)`.  Families are
+    cached on the graph, interval and options: a second call with the same ``W`` returns
+    the same table without rebuilding it.
     """
     W = _graph(W)
     d = np.asarray(W.sum(axis=1)).ravel()
@@ -765,7 +768,24 @@ def car_logdet_family(W, interval=None, *, margin: float = 1e-4, **kwargs) -> Lo
             "isolated nodes (model them separately), give them degree 1 with "
             "car_logdet_family_from_values (pms.CAR's isolated='iid'), or use the Leroux form."
         )
-    return _car_family(d, W, interval, margin, **kwargs)
+    # Building a model twice (a benchmark, a notebook re-run) must not tabulate twice:
+    # minutes at n = 1e5.
+    W = W.tocsc()
+    W.sort_indices()
+    h = hashlib.blake2b(digest_size=16)
+    for a in (np.array(W.shape), W.indptr, W.indices, W.data):
+        h.update(np.ascontiguousarray(a).tobytes())
+    key = (
+        "W",
+        h.digest(),
+        None if interval is None else (float(interval[0]), float(interval[1])),
+        float(margin),
+        tuple(sorted(kwargs.items())),
+    )
+    fam = _FAMILIES.get(key)
+    if fam is None:
+        fam = _FAMILIES[key] = _car_family(d, W, interval, margin, **kwargs)
+    return fam
 
 
 def _car_family(d, W, interval, margin, **kwargs):
@@ -913,7 +933,8 @@ def sar_logdet_family(W, interval=None, *, row_standardise: bool = True, **kwarg
     """
     W = _graph(W)
     if row_standardise:
-        fam = car_logdet_family(W, interval, **kwargs)
+        # A copy: the CAR family is cached and shared, and its logdet_d must stay 0.
+        fam = copy.copy(car_logdet_family(W, interval, **kwargs))
         fam.logdet_d = math.fsum(np.log(np.asarray(W.sum(axis=1)).ravel()))
         return fam
     if interval is None:

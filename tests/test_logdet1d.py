@@ -157,6 +157,19 @@ def test_leroux_against_dense(rng):
         assert abs(fam.evaluate(rho, 1) - df) < 1e-9 + 1e-10 * abs(df)
 
 
+def test_car_family_is_built_once_per_graph():
+    W = lattice_adjacency(7, 6)
+    fam = car_logdet_family(W, (0.0, 0.9))
+    assert car_logdet_family(W.copy(), (0.0, 0.9)) is fam
+    assert car_logdet_family(W, (0.0, 0.8)) is not fam
+    W2 = W.copy().astype(float)
+    W2[0, 1] = W2[1, 0] = 2.0
+    assert car_logdet_family(W2, (0.0, 0.9)) is not fam
+    # the SAR family is a copy: the shared CAR family keeps logdet_d = 0
+    sar = sar_logdet_family(W, (0.0, 0.9))
+    assert sar.logdet_d != 0.0 and fam.logdet_d == 0.0 and sar == fam
+
+
 def test_sar_row_standardised_and_symmetric():
     W = lattice_adjacency(5)
     fam = sar_logdet_family(W, (0.0, 0.9))
