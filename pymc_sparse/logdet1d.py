@@ -586,9 +586,24 @@ def logdet_family(
         lower = [i for i in bad if pieces[i][1] <= mid and near_end(*pieces[i][:2])]
         return range(max(lower) + 1 if lower else 0, min(upper) if upper else len(pieces))
 
-    pieces = build(_graded_breaks(lo, hi, [s.point for s in sings], max_width))
     # Pieces whose g' samples are noisier than the tolerance (the exact f' loses accuracy
-    # like eps * kappa(Q) * |f'| toward a singular end): the table stops before them.
+    # like eps * kappa(Q) * |f'| toward a singular end): the table stops before them.  The
+    # end zones are built from the interior outward and stop at the first such piece,
+    # whose outer neighbours would only be dropped too.
+    breaks0 = _graded_breaks(lo, hi, [s.point for s in sings], max_width)
+    initial = list(zip(breaks0[:-1], breaks0[1:]))
+    mid = 0.5 * (lo + hi)
+    pieces = build(np.array(sorted({x for p in initial if not near_end(*p) for x in p})))
+    for side in (
+        sorted(p for p in initial if near_end(*p) and p[0] >= mid),
+        sorted((p for p in initial if near_end(*p) and p[1] <= mid), reverse=True),
+    ):
+        for a, b in side:
+            new = build(np.array([a, b]))
+            pieces.extend(new)
+            if any(p[3] > atol / 2 for p in new):
+                break
+    pieces.sort()
     keep = trim(pieces, {i for i, p in enumerate(pieces) if p[3] > atol / 2})
     pieces = pieces[keep.start : keep.stop]
     if not pieces:
