@@ -379,7 +379,7 @@ def _integrate(d, half_width, t, v):
     return c
 
 
-def _build(sample, lo, hi, breaks0, atol, rtol, rtol_df, noise, max_pieces, stats=None):
+def _build(sample, lo, hi, breaks0, atol, rtol, rtol_df, noise, max_pieces):
     r"""Adaptive piecewise Chebyshev interpolation of :math:`g'`, integrated to :math:`g`.
 
     ``sample(alpha)`` returns the exact :math:`(g, g')` (one factorisation and one
@@ -422,8 +422,6 @@ def _build(sample, lo, hi, breaks0, atol, rtol, rtol_df, noise, max_pieces, stat
                     # constant (<= 3.3 for m <= 33).
                     sd = np.sqrt(np.mean(d[-q:] ** 2) * m / 2) if flat and not ok_df else 0.0
                     done.append((a, b, c, 3.3 * sd))
-                    if stats is not None:
-                        stats.append((m, bool(ok_df), float(np.sum(tail))))
                     break
         else:
             if len(done) + len(todo) + 2 > max_pieces:
@@ -579,9 +577,10 @@ def logdet_family(
             for s in sings
         )
 
+    mid = 0.5 * (lo + hi)
+
     def trim(pieces, bad):
         """Drop the pieces from the outermost failing one to each singular end."""
-        mid = 0.5 * (lo + hi)
         upper = [i for i in bad if pieces[i][0] >= mid and near_end(*pieces[i][:2])]
         lower = [i for i in bad if pieces[i][1] <= mid and near_end(*pieces[i][:2])]
         return range(max(lower) + 1 if lower else 0, min(upper) if upper else len(pieces))
@@ -592,7 +591,6 @@ def logdet_family(
     # whose outer neighbours would only be dropped too.
     breaks0 = _graded_breaks(lo, hi, [s.point for s in sings], max_width)
     initial = list(zip(breaks0[:-1], breaks0[1:]))
-    mid = 0.5 * (lo + hi)
     pieces = build(np.array(sorted({x for p in initial if not near_end(*p) for x in p})))
     for side in (
         sorted(p for p in initial if near_end(*p) and p[0] >= mid),
@@ -783,15 +781,21 @@ def car_logdet_family(W, interval=None, *, margin: float = 1e-4, **kwargs) -> Lo
             "isolated nodes (model them separately), give them degree 1 with "
             "car_logdet_family_from_values (pms.CAR's isolated='iid'), or use the Leroux form."
         )
-    # Building a model twice (a benchmark, a notebook re-run) must not tabulate twice:
-    # minutes at n = 1e5.
-    W = W.tocsc()
+    return _car_family(d, W, interval, margin, **kwargs)
+
+
+def _car_family(d, W, interval, margin, **kwargs):
+    """The CAR family of degrees ``d`` and adjacency ``W``, built once per argument set.
+
+    PyMC builds a model's log-density more than once, and benchmarks and notebooks build
+    models again: a table costs minutes at n = 1e5, so it is cached on the values.
+    """
+    W = sp.csc_matrix(W)
     W.sort_indices()
     h = hashlib.blake2b(digest_size=16)
-    for a in (np.array(W.shape), W.indptr, W.indices, W.data):
+    for a in (np.asarray(d, np.float64), np.array(W.shape), W.indptr, W.indices, W.data):
         h.update(np.ascontiguousarray(a).tobytes())
     key = (
-        "W",
         h.digest(),
         None if interval is None else (float(interval[0]), float(interval[1])),
         float(margin),
@@ -799,11 +803,11 @@ def car_logdet_family(W, interval=None, *, margin: float = 1e-4, **kwargs) -> Lo
     )
     fam = _FAMILIES.get(key)
     if fam is None:
-        fam = _FAMILIES[key] = _car_family(d, W, interval, margin, **kwargs)
+        fam = _FAMILIES[key] = _build_car_family(d, W, interval, margin, **kwargs)
     return fam
 
 
-def _car_family(d, W, interval, margin, **kwargs):
+def _build_car_family(d, W, interval, margin, **kwargs):
     k, bip, labels = _components(W)
     # Components without edges (isolated nodes given a degree by the caller) contribute a
     # constant log d_i: they are not singular at alpha = +-1.
@@ -824,28 +828,17 @@ def car_logdet_family_from_values(pattern, d_data, w_data, interval=None, *, mar
     The form ``pymc_sparse.distributions.car`` keeps (``Q = tau * (d_data - alpha *
     w_data)``).  Nodes without neighbours may carry any positive ``d`` (``isolated="iid"``
     gives them 1); they add a constant and are not singular at :math:`\alpha = \pm 1`.
-    Results are cached on the values, so building a model's log-density twice (PyMC does)
-    tabulates once.
+    Results are cached on the values (as for :func:`car_logdet_family`), so building a
+    model's log-density twice (PyMC does) tabulates once.
     """
     d_data = np.asarray(d_data, dtype=np.float64)
     w_data = np.asarray(w_data, dtype=np.float64)
-    key = (
-        pattern.key,
-        hashlib.blake2b(d_data.tobytes() + w_data.tobytes(), digest_size=16).digest(),
-        None if interval is None else (float(interval[0]), float(interval[1])),
-        float(margin),
-        tuple(sorted(kwargs.items())),
-    )
-    fam = _FAMILIES.get(key)
-    if fam is None:
-        d = d_data[pattern.diag_index]
-        if np.any(d <= 0):
-            raise ValueError("Every node needs a positive diagonal value d_i of D.")
-        W = pattern.to_scipy(np.where(pattern.is_diag, 0.0, w_data))
-        W.eliminate_zeros()
-        fam = _car_family(d, W, interval, margin, **kwargs)
-        _FAMILIES[key] = fam
-    return fam
+    d = d_data[pattern.diag_index]
+    if np.any(d <= 0):
+        raise ValueError("Every node needs a positive diagonal value d_i of D.")
+    W = pattern.to_scipy(np.where(pattern.is_diag, 0.0, w_data))
+    W.eliminate_zeros()
+    return _car_family(d, W, interval, margin, **kwargs)
 
 
 _FAMILIES: dict = {}
