@@ -50,6 +50,23 @@ PARAMS = ["tau", "alpha", "sigma"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _row(idata, sampling_time, **extra):
+    """Minimum bulk ESS, worst R-hat, posterior means and sds of PARAMS, ESS per second."""
+    ess = az.ess(idata, var_names=PARAMS, method="bulk")
+    rhat = az.rhat(idata, var_names=PARAMS)
+    post = idata.posterior
+    row = {
+        "sampling_time_s": float(sampling_time),
+        "min_bulk_ess": float(min(ess[p].values for p in PARAMS)),
+        "max_rhat": float(max(rhat[p].values for p in PARAMS)),
+        **extra,
+        "mean": {p: float(post[p].mean()) for p in PARAMS},
+        "sd": {p: float(post[p].std()) for p in PARAMS},
+    }
+    row["ess_per_s"] = row["min_bulk_ess"] / row["sampling_time_s"]
+    return row
+
+
 def _fit(model, *, draws, tune, chains, cores, seed, **kw):
     with model:
         idata = pm.sample(
@@ -62,20 +79,12 @@ def _fit(model, *, draws, tune, chains, cores, seed, **kw):
             compute_convergence_checks=False,
             **kw,
         )
-    t = float(idata.sample_stats.attrs["sampling_time"])
-    ess = az.ess(idata, var_names=PARAMS, method="bulk")
-    rhat = az.rhat(idata, var_names=PARAMS)
-    post = idata.posterior
-    row = {
-        "sampling_time_s": t,
-        "min_bulk_ess": float(min(ess[p].values for p in PARAMS)),
-        "max_rhat": float(max(rhat[p].values for p in PARAMS)),
-        "divergences": int(idata.sample_stats["diverging"].sum()),
-        "mean_leapfrog_steps": float(idata.sample_stats["n_steps"].mean()),
-        "mean": {p: float(post[p].mean()) for p in PARAMS},
-        "sd": {p: float(post[p].std()) for p in PARAMS},
-    }
-    row["ess_per_s"] = row["min_bulk_ess"] / t
+    row = _row(
+        idata,
+        idata.sample_stats.attrs["sampling_time"],
+        divergences=int(idata.sample_stats["diverging"].sum()),
+        mean_leapfrog_steps=float(idata.sample_stats["n_steps"].mean()),
+    )
     return row, idata
 
 
@@ -84,22 +93,15 @@ def _fit_imh(model, *, draws, tune, chains, seed):
 
     idata = sample_imh(draws, tune, chains=chains, model=model, random_seed=seed)
     attrs = idata.sample_stats.attrs
-    ess = az.ess(idata, var_names=PARAMS, method="bulk")
-    rhat = az.rhat(idata, var_names=PARAMS)
-    post = idata.posterior
-    row = {
-        "sampling_time_s": float(attrs["sampling_time"]),
-        "min_bulk_ess": float(min(ess[p].values for p in PARAMS)),
-        "max_rhat": float(max(rhat[p].values for p in PARAMS)),
-        "divergences": 0,
+    row = _row(
+        idata,
+        attrs["sampling_time"],
+        divergences=0,
         # log-density evaluations (no gradient) per kept draw, tuning included
-        "mean_leapfrog_steps": float(attrs["n_logp_evals"]) / (chains * draws),
-        "acceptance_rate": float(attrs["acceptance_rate"]),
-        "acceptance_rate_rw": float(attrs["acceptance_rate_rw"]),
-        "mean": {p: float(post[p].mean()) for p in PARAMS},
-        "sd": {p: float(post[p].std()) for p in PARAMS},
-    }
-    row["ess_per_s"] = row["min_bulk_ess"] / row["sampling_time_s"]
+        mean_leapfrog_steps=float(attrs["n_logp_evals"]) / (chains * draws),
+        acceptance_rate=float(attrs["acceptance_rate"]),
+        acceptance_rate_rw=float(attrs["acceptance_rate_rw"]),
+    )
     return row, idata
 
 
