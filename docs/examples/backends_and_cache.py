@@ -7,7 +7,6 @@
 # a log-density and its gradient at one point cost one sparse factorisation.
 
 # %%
-import os
 import warnings
 
 # No ipywidgets in a docs build: tqdm's notebook progress bar falls back to text.
@@ -19,13 +18,10 @@ import pymc as pm
 
 import pymc_sparse as pms
 from models._data import load_scotland
+from models._examples import sampling_budget
 
 # Quick mode (CI smoke runs, PYMC_SPARSE_EXAMPLES_QUICK=1): fewer draws, said below.
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
-DRAWS, TUNE, CHAINS = (100, 100, 2) if QUICK else (500, 500, 2)
-if QUICK:
-    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {CHAINS} chains x ({TUNE} tune + "
-          f"{DRAWS} draws) per sampler instead of 2 x (500 + 500); a smoke test.")
+DRAWS, TUNE, CHAINS = sampling_budget(quick=(100, 100, 2), full=(500, 500, 2))
 
 data = load_scotland()
 W = data["W"]

@@ -33,7 +33,6 @@
 # 50 iterations, and the page prints a line saying so; the rendered page is the full run.
 
 # %%
-import os
 import time
 import warnings
 
@@ -42,6 +41,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from models._examples import QUICK
 from models.inverse_problem import (
     check_dense,
     compile_loss_grad,
@@ -52,7 +52,6 @@ from models.inverse_problem import (
     time_loss_grad,
 )
 
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
 EDGES, MAXITER = (2_000, 20) if QUICK else (100_000, 50)
 W_MAX = 10.0
 if QUICK:

@@ -37,7 +37,6 @@
 # is the full run.
 
 # %%
-import os
 import time
 import warnings
 
@@ -49,13 +48,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pymc as pm
 
+from models._examples import sampling_budget
 from models.lattice_car import build_model, load_data, simulate_data
 
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
-DRAWS, TUNE, CHAINS = (50, 100, 1) if QUICK else (300, 300, 2)
-if QUICK:
-    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {CHAINS} chain x ({TUNE} tune + "
-          f"{DRAWS} draws) instead of 2 x (300 + 300); a smoke test, not inference.")
+DRAWS, TUNE, CHAINS = sampling_budget(quick=(50, 100, 1), full=(300, 300, 2))
 
 data = load_data(n=4096, likelihood="poisson")
 nx = data["shape"][0]

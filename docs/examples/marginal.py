@@ -32,7 +32,6 @@
 # is the full run.
 
 # %%
-import os
 import warnings
 
 # No ipywidgets in a docs build: tqdm's notebook progress bar falls back to text.
@@ -44,14 +43,11 @@ import numpy as np
 import pymc as pm
 from scipy.stats import multivariate_normal
 
+from models._examples import QUICK, sampling_budget
 from models.lattice_gaussian_marginal import build_model, load_data
 from pymc_sparse.latent import sample_latent
 
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
-DRAWS, TUNE, CHAINS = (50, 75, 2) if QUICK else (500, 500, 2)
-if QUICK:
-    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {CHAINS} chains x ({TUNE} tune + "
-          f"{DRAWS} draws) instead of 2 x (500 + 500); a smoke test, not inference.")
+DRAWS, TUNE, CHAINS = sampling_budget(quick=(50, 75, 2), full=(500, 500, 2))
 
 data = load_data()
 n = data["W"].shape[0]

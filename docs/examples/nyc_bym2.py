@@ -38,7 +38,6 @@
 # samples fewer draws and prints a line saying so; the rendered page is the full run.
 
 # %%
-import os
 import warnings
 
 # No ipywidgets in a docs build: tqdm's notebook progress bar falls back to text.
@@ -49,13 +48,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pymc as pm
 
+from models._examples import sampling_budget
 from models.nyc_bym2 import MAIN_VARS, build_model, load_data
 
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
-DRAWS, TUNE, CHAINS = (40, 80, 1) if QUICK else (300, 300, 2)
-if QUICK:
-    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {CHAINS} chain x ({TUNE} tune + "
-          f"{DRAWS} draws) instead of 2 x (300 + 300); a smoke test, not inference.")
+DRAWS, TUNE, CHAINS = sampling_budget(quick=(40, 80, 1), full=(300, 300, 2))
 
 data = load_data()
 y, E = data["y"], data["E"]

@@ -27,7 +27,6 @@
 # positive definite for $\tau > 0$ and $|\alpha| < 1$.
 
 # %%
-import os
 import time
 import warnings
 
@@ -42,12 +41,12 @@ import scipy.linalg
 import scipy.sparse as sp
 
 import pymc_sparse as pms
+from models._examples import QUICK
 
 pytensor.config.floatX = "float64"  # CHOLMOD works in double precision
 
 # The examples' quick mode (CI smoke runs) reduces sampling; this page samples nothing,
 # so it runs identically in both modes, the 10^5-node lattice included.
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
 if QUICK:
     print("QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): nothing to reduce on this page.")
 

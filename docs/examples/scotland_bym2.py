@@ -12,7 +12,6 @@
 # line saying so.  This page, as rendered in the documentation, is the full run.
 
 # %%
-import os
 import warnings
 
 # No ipywidgets in a docs build: tqdm's notebook progress bar falls back to text.
@@ -24,13 +23,10 @@ import numpy as np
 import pymc as pm
 
 import pymc_sparse as pms
+from models._examples import sampling_budget
 from models.scotland_bym2 import build_model, load_data
 
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
-DRAWS, TUNE, CHAINS = (100, 100, 2) if QUICK else (500, 500, 2)
-if QUICK:
-    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {CHAINS} chains x ({TUNE} tune + "
-          f"{DRAWS} draws) instead of 2 x (500 + 500); a smoke test, not inference.")
+DRAWS, TUNE, CHAINS = sampling_budget(quick=(100, 100, 2), full=(500, 500, 2))
 
 data = load_data()
 W = data["W"]

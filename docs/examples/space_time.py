@@ -36,7 +36,6 @@
 # is the full run.
 
 # %%
-import os
 import time
 import warnings
 
@@ -48,13 +47,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pymc as pm
 
+from models._examples import sampling_budget
 from models.space_time import build_model, load_data
 
-QUICK = os.environ.get("PYMC_SPARSE_EXAMPLES_QUICK") == "1"
-DRAWS, TUNE, CHAINS = (20, 40, 1) if QUICK else (200, 200, 2)
-if QUICK:
-    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {CHAINS} chain x ({TUNE} tune + "
-          f"{DRAWS} draws) instead of 2 x (200 + 200); a smoke test, not inference.")
+DRAWS, TUNE, CHAINS = sampling_budget(quick=(20, 40, 1), full=(200, 200, 2))
 
 data = load_data()
 T, n = np.shape(data["y"])
