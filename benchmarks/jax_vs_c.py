@@ -30,9 +30,9 @@ import scipy.sparse as sp
 from pymc.sampling.jax import get_jaxified_graph
 
 import pymc_sparse.dispatch.jax  # noqa: F401
-from pymc_sparse.cholmod import CACHE
+from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.ops.logdet import logdet
-from pymc_sparse.sparse import SparseMatrix
+from pymc_sparse.ops.matrix import SparseMatrix
 
 
 def lattice(m):

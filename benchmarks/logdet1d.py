@@ -2,7 +2,7 @@
 
 For 2-D lattices with n = 10^3, 10^4, 10^5 nodes this reports
 
-* the set-up of :func:`pymc_sparse.logdet1d.car_logdet_family` (exact factorisations,
+* the set-up of :func:`pymc_sparse.logdet1d.table.car_logdet_family` (exact factorisations,
   pieces, certified errors, seconds);
 * the per-evaluation time of a compiled CAR log-density and its gradient in (x, alpha,
   tau), with the tabulated log-determinant and an O(nnz) quadratic form (C backend, and
@@ -63,7 +63,7 @@ def time_fn(f, args, reps):
 def ours(W, reps, jax_too=True):
     import pytensor
 
-    from pymc_sparse.logdet1d import car_logdet_family
+    from pymc_sparse.logdet1d.families import car_logdet_family
 
     t = time.perf_counter()
     fam = car_logdet_family(W)
@@ -81,9 +81,9 @@ def ours(W, reps, jax_too=True):
     out["logdet_only_s"] = time_fn(f_ld, (0.7,), reps)
     if jax_too:
         import jax
-
-        import pymc_sparse.logdet1d_jax  # noqa: F401
         from pytensor.link.jax.dispatch import jax_funcify
+
+        import pymc_sparse.dispatch.jax_table  # noqa: F401
 
         fg = pytensor.graph.fg.FunctionGraph(inputs, [logp], clone=True)
         jf = jax_funcify(fg)
@@ -98,8 +98,11 @@ def ours(W, reps, jax_too=True):
         v, g = vg(*jargs)
         c_out = f(*args)
         out["jax_vs_c_max_abs"] = float(
-            max(abs(float(v) - c_out[0]), float(np.max(np.abs(np.asarray(g[0]) - c_out[1]))),
-                abs(float(g[1]) - c_out[2]))
+            max(
+                abs(float(v) - c_out[0]),
+                float(np.max(np.abs(np.asarray(g[0]) - c_out[1]))),
+                abs(float(g[1]) - c_out[2]),
+            )
         )
     return out
 
@@ -120,8 +123,13 @@ def _pm_worker(n_target, reps, q):
     xv = np.random.default_rng(0).normal(size=n)
     f(xv, 0.7, 1.3)
     setup = time.perf_counter() - t
-    q.put({"setup_s": setup, "eval_c_s": time_fn(f, (xv, 0.7, 1.3), reps),
-           "logp": float(f(xv, 0.7, 1.3)[0])})
+    q.put(
+        {
+            "setup_s": setup,
+            "eval_c_s": time_fn(f, (xv, 0.7, 1.3), reps),
+            "logp": float(f(xv, 0.7, 1.3)[0]),
+        }
+    )
 
 
 def pm_car(n_target, reps, cap):

@@ -198,7 +198,7 @@ def _logdet_family(model):
     except ImportError:  # pragma: no cover
         from pytensor.graph.basic import ancestors
 
-    from pymc_sparse.logdet1d import OneParameterLogDet
+    from pymc_sparse.ops.table import OneParameterLogDet
 
     for v in ancestors([model.logp()]):
         if v.owner is not None and isinstance(v.owner.op, OneParameterLogDet):
@@ -252,7 +252,7 @@ def _field_images(data, ds, path):
 
 
 def large(args):
-    from pymc_sparse.latent import sample_latent
+    from pymc_sparse.inference.latent import sample_latent
 
     t0 = time.perf_counter()
     data = simulate_data(args.nx, seed=args.data_seed)
@@ -308,8 +308,14 @@ def large(args):
     row["latent_rmse"] = float(np.sqrt(np.mean(err**2)))
     row["latent_2sd_coverage"] = float(np.mean(np.abs(err) < 2 * ds["x_sd"].values))
     row["truth"] = data["truth"]
-    _field_images(data, ds, Path(__file__).resolve().parents[1] / "docs" / "performance"
-                  / f"marginal_large_{args.nx}_field.png")
+    _field_images(
+        data,
+        ds,
+        Path(__file__).resolve().parents[1]
+        / "docs"
+        / "performance"
+        / f"marginal_large_{args.nx}_field.png",
+    )
     row["posterior_mean"] = {p: float(idata.posterior[p].mean()) for p in PARAMS}
     row["posterior_sd"] = {p: float(idata.posterior[p].std()) for p in PARAMS}
     print(json.dumps(row, indent=1))

@@ -23,7 +23,7 @@ Kinds
 
 Systems: ``ours``, ``ours_jax``, ``ours_interp``, ``ours_interp_jax`` (our CAR with
 ``logdet="exact"``, one sparse Cholesky per evaluation, or ``logdet="interpolated"``, the
-certified table of :mod:`pymc_sparse.logdet1d`, which ``logdet="auto"`` picks by default), ``pm_car``,
+certified table of :mod:`pymc_sparse.logdet1d.table`, which ``logdet="auto"`` picks by default), ``pm_car``,
 ``pm_mvnormal`` (dense ``pm.MvNormal(tau=Q)``), ``numpyro_car``, ``numpyro_car_sparse``,
 ``sparsax`` (CHOLMOD through JAX: log-determinant by ``sparsax.logdet`` on the upper
 triangle, quadratic form in ``jax.numpy``).
@@ -56,8 +56,8 @@ def lattice(n: int):
 
 def simulate(W):
     """``y = beta0 + x``, ``x ~ CAR(0, W, 0.9, 2)`` drawn exactly with CHOLMOD."""
+    from pymc_sparse import sample_gmrf
     from pymc_sparse.precision.builders import car_precision
-    from pymc_sparse.sampling import sample_gmrf
 
     rng = np.random.default_rng(SEED)
     x = sample_gmrf(car_precision(W, TRUTH["alpha"], TRUTH["tau"]), rng=rng)
@@ -196,8 +196,8 @@ def task_eval(system, n, budget):
         import jax
         from pymc.sampling.jax import get_jaxified_graph
 
-        import pymc_sparse.dispatch.jax  # noqa: F401
-        import pymc_sparse.logdet1d_jax  # noqa: F401
+        import pymc_sparse.dispatch.jax
+        import pymc_sparse.dispatch.jax_table  # noqa: F401
 
         t0 = time.perf_counter()
         m = pymc_prior_model(system, W)
@@ -275,8 +275,12 @@ def _summ(samples: dict, wall: float):
     for k, s in samples.items():
         s = np.asarray(s, dtype=np.float64)
         ess = float(az.ess(s, method="bulk"))
-        res[k] = {"mean": float(s.mean()), "sd": float(s.std()), "ess_bulk": ess,
-                  "ess_per_s": ess / wall}
+        res[k] = {
+            "mean": float(s.mean()),
+            "sd": float(s.std()),
+            "ess_bulk": ess,
+            "ess_per_s": ess / wall,
+        }
     return res
 
 
@@ -293,8 +297,16 @@ def task_e2e(system, n, tune, draws, chains):
         if system.endswith("_numpyro"):
             kw = {"nuts_sampler": "numpyro", "nuts_sampler_kwargs": {"chain_method": "sequential"}}
         with m:
-            idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=1, random_seed=SEED,
-                              progressbar=False, compute_convergence_checks=False, **kw)
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=1,
+                random_seed=SEED,
+                progressbar=False,
+                compute_convergence_checks=False,
+                **kw,
+            )
         wall = time.perf_counter() - t0
         post = idata.posterior
         samples = {k: post[k].values for k in PARAMS}
@@ -303,8 +315,14 @@ def task_e2e(system, n, tune, draws, chains):
         import jax
         from numpyro.infer import MCMC, NUTS
 
-        mcmc = MCMC(NUTS(numpyro_model(W, True, y)), num_warmup=tune, num_samples=draws,
-                    num_chains=chains, chain_method="sequential", progress_bar=False)
+        mcmc = MCMC(
+            NUTS(numpyro_model(W, True, y)),
+            num_warmup=tune,
+            num_samples=draws,
+            num_chains=chains,
+            chain_method="sequential",
+            progress_bar=False,
+        )
         mcmc.run(jax.random.PRNGKey(SEED))
         wall = time.perf_counter() - t0
         s = mcmc.get_samples(group_by_chain=True)
@@ -312,8 +330,15 @@ def task_e2e(system, n, tune, draws, chains):
         div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     else:
         raise ValueError(f"unknown system {system!r}")
-    return {"n": n, "wall_s": wall, "divergences": div, "tune": tune, "draws": draws,
-            "chains": chains, "params": _summ(samples, wall)}
+    return {
+        "n": n,
+        "wall_s": wall,
+        "divergences": div,
+        "tune": tune,
+        "draws": draws,
+        "chains": chains,
+        "params": _summ(samples, wall),
+    }
 
 
 BYM2_PARAMS = ["beta0", "beta1", "sigma", "rho"]
@@ -349,13 +374,26 @@ def task_bym2(system, tune, draws, chains):
     else:
         raise ValueError(f"unknown system {system!r}")
     with m:
-        idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=1, random_seed=SEED,
-                          progressbar=False, compute_convergence_checks=False)
+        idata = pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=1,
+            random_seed=SEED,
+            progressbar=False,
+            compute_convergence_checks=False,
+        )
     wall = time.perf_counter() - t0
     post = idata.posterior
-    return {"n": 56, "wall_s": wall, "tune": tune, "draws": draws, "chains": chains,
-            "divergences": int(idata.sample_stats["diverging"].values.sum()),
-            "params": _summ({k: post[k].values for k in BYM2_PARAMS}, wall)}
+    return {
+        "n": 56,
+        "wall_s": wall,
+        "tune": tune,
+        "draws": draws,
+        "chains": chains,
+        "divergences": int(idata.sample_stats["diverging"].values.sum()),
+        "params": _summ({k: post[k].values for k in BYM2_PARAMS}, wall),
+    }
 
 
 def main(argv):

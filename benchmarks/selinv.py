@@ -37,17 +37,17 @@ import os
 # shared cores, threaded BLAS timings mostly measure the other tenants.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import time
 
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-from sksparse import cholmod as skc  # noqa: E402
+import numpy as np
+import scipy.sparse as sp
+from sksparse import cholmod as skc
 
-from pymc_sparse.cholmod import CholeskyCache  # noqa: E402
-from pymc_sparse.pattern import SparsityPattern  # noqa: E402
-from pymc_sparse.selinv import cholmod_supernodal_view, takahashi_supernodal  # noqa: E402
+from pymc_sparse.linalg.cholmod import CholeskyCache
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.takahashi import cholmod_supernodal_view, takahashi_supernodal
 
 
 def lattice2(m: int) -> sp.csc_matrix:

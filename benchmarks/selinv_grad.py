@@ -9,7 +9,7 @@ disturbed by other load on a shared machine) of
 * ``fac+selinv``: a fresh factorisation plus the forward selected inverse, i.e. what one
   gradient of ``logdet`` costs;
 * ``vjp``: the pullback of the selected inverse (supernodal Takahashi adjoint + Cholesky
-  adjoint, :mod:`pymc_sparse.selinv_grad`), the extra cost of one Hessian-vector
+  adjoint, :mod:`pymc_sparse.linalg.takahashi_adjoint`), the extra cost of one Hessian-vector
   product of ``logdet`` or one gradient of the marginal variances;
 * ``vjp_simpl``: the same with the column-by-column reference kernels;
 
@@ -25,9 +25,9 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from pymc_sparse.cholmod import CholeskyCache
-from pymc_sparse.pattern import SparsityPattern
-from pymc_sparse.selinv_grad import (
+from pymc_sparse.linalg.cholmod import CholeskyCache
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.takahashi_adjoint import (
     csc_supernodes,
     selected_inverse_vjp,
     selected_inverse_vjp_factor,

@@ -32,7 +32,6 @@ gradient at the full size, runs L-BFGS-B and saves ``models/output/inverse_probl
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -42,9 +41,9 @@ import pytensor
 import pytensor.tensor as pt
 from scipy.optimize import minimize
 
+from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops import solve
-from pymc_sparse.pattern import SparsityPattern
-from pymc_sparse.sparse import SparseMatrix
+from pymc_sparse.ops.matrix import SparseMatrix
 
 OUTPUT = Path(__file__).resolve().parent / "output"
 
@@ -66,10 +65,12 @@ def make_graph(
         while 2 * k * (k - 1) < edges:
             k += 1
         idx = np.arange(k * k).reshape(k, k)
-        e = np.concatenate([
-            np.column_stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()]),
-            np.column_stack([idx[:-1, :].ravel(), idx[1:, :].ravel()]),
-        ])
+        e = np.concatenate(
+            [
+                np.column_stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()]),
+                np.column_stack([idx[:-1, :].ravel(), idx[1:, :].ravel()]),
+            ]
+        )
         return k * k, e
     if graph == "random":
         n = max(edges // 3, 4)
@@ -93,8 +94,13 @@ def load_data(edges: int = 2_000, graph: str = "lattice", seed: int = 0) -> dict
     """Graph, right-hand side ``b`` (standard normal, fixed seed) and initial weights 1."""
     n, e = make_graph(edges, graph, seed)
     rng = np.random.default_rng(seed + 1)
-    return {"n": n, "edges": e, "b": rng.standard_normal(n), "w0": np.ones(e.shape[0]),
-            "graph": graph}
+    return {
+        "n": n,
+        "edges": e,
+        "b": rng.standard_normal(n),
+        "w0": np.ones(e.shape[0]),
+        "graph": graph,
+    }
 
 
 def system_matrix(n: int, edges: np.ndarray, w) -> SparseMatrix:
@@ -177,7 +183,8 @@ def check_dense(n_edges: int = 300, graph: str = "random", seed: int = 3) -> dic
     wm[k] -= h
     fd = (dense_gradient(data, wp)[0] - dense_gradient(data, wm)[0]) / (2 * h)
     return {
-        "n": data["n"], "m": w.size,
+        "n": data["n"],
+        "m": w.size,
         "loss_rel_err": abs(float(L) - Ld) / abs(Ld),
         "grad_max_rel_err": float(np.max(np.abs(g - gd)) / np.max(np.abs(gd))),
         "fd_rel_err": abs(float(g[k]) - fd) / max(abs(fd), 1e-300),
@@ -210,8 +217,14 @@ def optimise(f, data: dict, w_max: float, maxiter: int):
 
     t0 = time.perf_counter()
     m = data["edges"].shape[0]
-    res = minimize(fun, data["w0"], jac=True, method="L-BFGS-B",
-                   bounds=[(0.0, w_max)] * m, options={"maxiter": maxiter})
+    res = minimize(
+        fun,
+        data["w0"],
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, w_max)] * m,
+        options={"maxiter": maxiter},
+    )
     return res, history, time.perf_counter() - t0
 
 
@@ -243,9 +256,11 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     chk = check_dense()
-    print(f"dense check (random graph, n={chk['n']}, m={chk['m']}): loss rel err "
-          f"{chk['loss_rel_err']:.1e}, gradient max rel err {chk['grad_max_rel_err']:.1e}, "
-          f"finite difference rel err {chk['fd_rel_err']:.1e}")
+    print(
+        f"dense check (random graph, n={chk['n']}, m={chk['m']}): loss rel err "
+        f"{chk['loss_rel_err']:.1e}, gradient max rel err {chk['grad_max_rel_err']:.1e}, "
+        f"finite difference rel err {chk['fd_rel_err']:.1e}"
+    )
 
     data = load_data(args.edges, args.graph, args.seed)
     n, m = data["n"], data["edges"].shape[0]
@@ -254,14 +269,18 @@ def main(argv=None):
     f = compile_loss_grad(data)
     print(f"compile: {time.perf_counter() - t0:.1f} s")
     best, first = time_loss_grad(f, m)
-    print(f"one loss + gradient w.r.t. all {m} weights: {best:.3f} s "
-          f"(first call {first:.3f} s, includes the symbolic analysis)")
+    print(
+        f"one loss + gradient w.r.t. all {m} weights: {best:.3f} s "
+        f"(first call {first:.3f} s, includes the symbolic analysis)"
+    )
     res, history, wall = optimise(f, data, args.w_max, args.maxiter)
     floor = 0.5 * n * data["b"].mean() ** 2
-    print(f"L-BFGS-B: loss {history[0]:.4g} -> {res.fun:.4g} in {res.nit} iterations, "
-          f"{res.nfev} evaluations, {wall:.1f} s (lower bound 0.5 n mean(b)^2 = {floor:.4g}); "
-          f"{np.mean(res.x >= args.w_max - 1e-9):.1%} of the weights at w_max, "
-          f"{np.mean(res.x <= 1e-9):.1%} at 0")
+    print(
+        f"L-BFGS-B: loss {history[0]:.4g} -> {res.fun:.4g} in {res.nit} iterations, "
+        f"{res.nfev} evaluations, {wall:.1f} s (lower bound 0.5 n mean(b)^2 = {floor:.4g}); "
+        f"{np.mean(res.x >= args.w_max - 1e-9):.1%} of the weights at w_max, "
+        f"{np.mean(res.x <= 1e-9):.1%} at 0"
+    )
 
     import matplotlib
 

@@ -15,7 +15,7 @@ eigenvalues of an ``n x n`` matrix; here a log-density gradient costs one sparse
 Cholesky factorisation plus its selected inverse (``--logdet exact``, the
 :class:`~pymc_sparse.distributions.car.CAR` distribution as written), or O(1) for the
 log-determinant with the certified interpolation table of
-:func:`pymc_sparse.logdet1d.car_logdet` built once (``--logdet interpolated``, the default: the same
+:func:`pymc_sparse.logdet1d.table.car_logdet` built once (``--logdet interpolated``, the default: the same
 density to the table's certified tolerance; the quadratic form stays exact).
 
 Run from the repository root::
@@ -41,11 +41,10 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from pymc_sparse.distributions.car import CAR, car_structure
-from pymc_sparse.logdet1d import car_logdet
+from pymc_sparse import sample_gmrf
+from pymc_sparse.distributions.car import CAR, car_logdet, car_structure
+from pymc_sparse.ops.matrix import SparseMatrix
 from pymc_sparse.precision.builders import car_precision, lattice_adjacency
-from pymc_sparse.sampling import sample_gmrf
-from pymc_sparse.sparse import SparseMatrix
 
 OUTPUT = Path(__file__).resolve().parent / "output"
 TRUTH = {"alpha": 0.95, "tau": 2.0, "beta0": 0.5, "sigma": 0.5}
@@ -73,8 +72,14 @@ def simulate_data(n: int = 4096, likelihood: str = "poisson", seed: int = 202611
         y = rng.poisson(np.exp(TRUTH["beta0"] + x))
     else:
         y = x + TRUTH["sigma"] * rng.standard_normal(x.size)
-    return {"W": W, "shape": (nx, nx), "x": x, "y": y, "likelihood": likelihood,
-            "truth": dict(TRUTH)}
+    return {
+        "W": W,
+        "shape": (nx, nx),
+        "x": x,
+        "y": y,
+        "likelihood": likelihood,
+        "truth": dict(TRUTH),
+    }
 
 
 def load_data(n: int = 4096, likelihood: str = "poisson") -> dict:
@@ -88,7 +93,7 @@ def _car_interpolated(name: str, W, alpha, tau) -> pt.TensorVariable:
     The density is the one of :class:`~pymc_sparse.distributions.car.CAR`,
     :math:`\tfrac n2\log\tau + \tfrac12\log\det(D-\alpha W) - \tfrac\tau2 x^\top(D-\alpha W)x
     - \tfrac n2\log 2\pi`, with the log-determinant from
-    :func:`pymc_sparse.logdet1d.car_logdet` (``method="interpolated"``: built once,
+    :func:`pymc_sparse.logdet1d.table.car_logdet` (``method="interpolated"``: built once,
     certified, O(1) per evaluation).  ``x`` is a flat value variable with this potential.
     """
     pattern, d_data, w_data = car_structure(W)
@@ -168,23 +173,31 @@ def main(argv=None):
 
     data = load_data(args.n, args.likelihood)
     nx = data["shape"][0]
-    print(f"lattice {nx} x {nx}: n = {nx * nx}, likelihood {args.likelihood}, "
-          f"logdet {args.logdet}; truth {data['truth']}")
+    print(
+        f"lattice {nx} x {nx}: n = {nx * nx}, likelihood {args.likelihood}, "
+        f"logdet {args.logdet}; truth {data['truth']}"
+    )
     t0 = time.perf_counter()
     model = build_model(data, logdet=args.logdet)
     t_grad = time_gradient(model)
-    print(f"model built + first gradient: {time.perf_counter() - t0:.1f} s; "
-          f"one logp+gradient: {1e3 * t_grad:.1f} ms")
+    print(
+        f"model built + first gradient: {time.perf_counter() - t0:.1f} s; "
+        f"one logp+gradient: {1e3 * t_grad:.1f} ms"
+    )
     idata, wall = sample(model, args)
     names = ["alpha", "tau", "beta0" if args.likelihood == "poisson" else "sigma"]
     print(az.summary(idata, var_names=names))
     xm = idata.posterior["x"].mean(("chain", "draw")).values
     err = xm - data["x"]
-    print(f"posterior mean field: rmse {np.sqrt(np.mean(err**2)):.3f} "
-          f"(sd of the true field {np.std(data['x']):.3f}), "
-          f"corr {np.corrcoef(xm, data['x'])[0, 1]:.3f}")
-    print(f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
-          f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})")
+    print(
+        f"posterior mean field: rmse {np.sqrt(np.mean(err**2)):.3f} "
+        f"(sd of the true field {np.std(data['x']):.3f}), "
+        f"corr {np.corrcoef(xm, data['x'])[0, 1]:.3f}"
+    )
+    print(
+        f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
+        f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})"
+    )
 
     import matplotlib
 
@@ -194,9 +207,11 @@ def main(argv=None):
     OUTPUT.mkdir(parents=True, exist_ok=True)
     obs = np.asarray(data["y"], dtype=float)
     shown = np.log1p(obs) if args.likelihood == "poisson" else obs
-    panels = [("true field x", data["x"]),
-              ("data: log(1 + y)" if args.likelihood == "poisson" else "data y", shown),
-              ("posterior mean of x", xm)]
+    panels = [
+        ("true field x", data["x"]),
+        ("data: log(1 + y)" if args.likelihood == "poisson" else "data y", shown),
+        ("posterior mean of x", xm),
+    ]
     lim = np.abs(data["x"]).max()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     for k, (ax, (title, img)) in enumerate(zip(axes, panels, strict=True)):

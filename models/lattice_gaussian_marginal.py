@@ -13,8 +13,8 @@ Formulations (``build_model(data, formulation=...)``):
 * ``"marginal"`` (default): x integrated out exactly with
   :class:`~pymc_sparse.distributions.marginal.MarginalGMRFNormal`; NUTS samples only
   (tau, alpha, sigma).  ``log det Q`` comes from the certified one-parameter table
-  (:func:`pymc_sparse.logdet1d.car_logdet_family`), so each step factorises only
-  ``Q_post``.  Recover x with :func:`pymc_sparse.latent.sample_latent`.
+  (:func:`pymc_sparse.logdet1d.table.car_logdet_family`), so each step factorises only
+  ``Q_post``.  Recover x with :func:`pymc_sparse.inference.latent.sample_latent`.
 * ``"pm_car"``: x sampled, with PyMC's own ``pm.CAR`` (dense eigenvalue log-determinant).
 * ``"sparse_latent"``: x sampled, its prior written with this package's sparse Ops.
 
@@ -34,11 +34,11 @@ import pymc as pm
 import pytensor.tensor as pt
 import scipy.sparse as sp
 
+from pymc_sparse import sample_gmrf
 from pymc_sparse.distributions.marginal import MarginalGMRFNormal
-from pymc_sparse.logdet1d import car_logdet_family
+from pymc_sparse.logdet1d.families import car_logdet_family
 from pymc_sparse.ops import logdet
-from pymc_sparse.sampling import sample_gmrf
-from pymc_sparse.sparse import SparseMatrix
+from pymc_sparse.ops.matrix import SparseMatrix
 
 OUTPUT = Path(__file__).resolve().parent / "output"
 
@@ -119,7 +119,7 @@ def build_model(data: dict, formulation: str = "marginal") -> pm.Model:
         if formulation == "marginal":
             A = sp.identity(n, format="csr")[obs]
             # log det Q = n log tau + log det(D - alpha W): the certified O(1) table of
-            # pymc_sparse.logdet1d (built once, on alpha's prior support) instead of one
+            # pymc_sparse.logdet1d.table (built once, on alpha's prior support) instead of one
             # factorisation of Q per step; only Q_post is factorised.
             fam = car_logdet_family(W, (0.0, 1.0 - 1e-4))
             logdet_Q = n * pt.log(tau) + fam(alpha)
@@ -143,7 +143,7 @@ def main(argv=None):
     import arviz as az
 
     from models.scotland_bym2 import add_sampling_args, sample
-    from pymc_sparse.latent import sample_latent
+    from pymc_sparse.inference.latent import sample_latent
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nx", type=int, default=32)

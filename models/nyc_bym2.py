@@ -68,8 +68,10 @@ def main(argv=None):
     model = build_model(data)
     idata, wall = sample(model, args)
     print(az.summary(idata, var_names=MAIN_VARS))
-    print(f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
-          f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})")
+    print(
+        f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
+        f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})"
+    )
     for path in plot_areal(idata, data, "nyc_bym2", var_names=MAIN_VARS):
         print(f"saved {path}")
     return idata

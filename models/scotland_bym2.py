@@ -189,9 +189,7 @@ PUBLISHED_STAN = {
 def compare_with_published(idata) -> dict:
     """|our mean - published mean| in units of the published sd, per parameter."""
     post = idata.posterior
-    return {
-        k: abs(float(post[k].mean()) - m) / sd for k, (m, sd) in PUBLISHED_STAN.items()
-    }
+    return {k: abs(float(post[k].mean()) - m) / sd for k, (m, sd) in PUBLISHED_STAN.items()}
 
 
 def main(argv=None):
@@ -203,20 +201,28 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     data = load_data()
-    print(f"Scottish lip cancer: {data['n']} districts, graph {data['graph']!r}, "
-          f"{data['W'].nnz // 2} edges")
+    print(
+        f"Scottish lip cancer: {data['n']} districts, graph {data['graph']!r}, "
+        f"{data['W'].nnz // 2} edges"
+    )
     model = build_model(data)
     idata, wall = sample(model, args)
     summary = az.summary(idata, var_names=MAIN_VARS)
     print(summary)
-    print(f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
-          f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})")
-    print("against the published Stan fit (Morris, Stan case study), |mean difference| "
-          "in published posterior sd:")
+    print(
+        f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
+        f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})"
+    )
+    print(
+        "against the published Stan fit (Morris, Stan case study), |mean difference| "
+        "in published posterior sd:"
+    )
     for k, d in compare_with_published(idata).items():
         m, sd = PUBLISHED_STAN[k]
-        print(f"  {k:6s} ours {float(idata.posterior[k].mean()):+.3f}, Stan {m:+.3f} "
-              f"+- {sd:.3f}: {d:.2f} sd")
+        print(
+            f"  {k:6s} ours {float(idata.posterior[k].mean()):+.3f}, Stan {m:+.3f} "
+            f"+- {sd:.3f}: {d:.2f} sd"
+        )
     for path in plot_areal(idata, data, "scotland_bym2"):
         print(f"saved {path}")
     return idata

@@ -86,14 +86,18 @@ def main(argv=None):
     data = load_data()
     info = describe_graph(data)
     names = data["names"]
-    print(f"islands graph: {data['W'].nnz // 2} edges, {info['n_components']} components of "
-          f"sizes {sorted(info['sizes'].tolist(), reverse=True)}")
+    print(
+        f"islands graph: {data['W'].nnz // 2} edges, {info['n_components']} components of "
+        f"sizes {sorted(info['sizes'].tolist(), reverse=True)}"
+    )
     for i in info["singletons"]:
         print(f"  singleton {i + 1:2d} {names[i]:<14s} scaling factor {info['scaling'][i]:.4f}")
     main_comp = np.argmax(info["sizes"])
     k = np.flatnonzero(info["labels"] == main_comp)[0]
-    print(f"  mainland ({info['sizes'][main_comp]} districts) scaling factor "
-          f"{info['scaling'][k]:.4f}; ICAR free coordinates: {info['free_icar']} of {data['n']}")
+    print(
+        f"  mainland ({info['sizes'][main_comp]} districts) scaling factor "
+        f"{info['scaling'][k]:.4f}; ICAR free coordinates: {info['free_icar']} of {data['n']}"
+    )
 
     model = build_model(data)
     idata, wall = sample(model, args)
@@ -105,8 +109,10 @@ def main(argv=None):
     mainland = [names[i] for i in np.flatnonzero(info["labels"] == main_comp)]
     worst = float(np.abs(u.sel(area=mainland).sum("area")).max())
     print(f"max |sum of b_u over the mainland| over all draws: {worst:.2e} (hard constraint)")
-    print(f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
-          f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})")
+    print(
+        f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
+        f"({args.tune} tune + {args.draws} draws), sampler {args.sampler})"
+    )
     for path in plot_areal(idata, data, "scotland_islands"):
         print(f"saved {path}")
     return idata

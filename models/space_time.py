@@ -24,7 +24,7 @@ scaled ICAR in space, ``rho -> 1`` a field constant in time.
 * ``Q`` is built symbolically from :func:`~pymc_sparse.precision.ar1_precision` ``(T,
   rho, unit_marginal=True)`` and :func:`~pymc_sparse.precision.linear_combination` of
   ``I`` and ``R`` (coefficients ``1 - lam``, ``lam c``), combined by
-  :func:`pymc_sparse.sparse.kron` and divided by ``sigma**2``;
+  :func:`pymc_sparse.ops.matrix.kron` and divided by ``sigma**2``;
   :class:`~pymc_sparse.distributions.gmrf.SparseGMRF` evaluates ``log|Q|`` and its
   gradient w.r.t. ``sigma``, ``rho`` and ``lam`` from one sparse Cholesky factorisation
   of the ``56 T x 56 T`` matrix.  ``phi`` is centred (``sigma`` inside ``Q``): the
@@ -89,11 +89,11 @@ import scipy.sparse.linalg as spla
 from pymc.distributions.transforms import ZeroSumTransform
 
 from models._data import load_scotland
+from pymc_sparse import sample_gmrf
 from pymc_sparse.distributions.gmrf import SparseGMRF
+from pymc_sparse.ops.matrix import kron
 from pymc_sparse.precision.builders import ar1_precision, icar_precision, linear_combination
 from pymc_sparse.precision.scaling import scaling_factor
-from pymc_sparse.sampling import sample_gmrf
-from pymc_sparse.sparse import kron
 
 TRUTH = {"beta0": 0.3, "sigma": 0.6, "rho": 0.7, "lam": 0.8}
 MAIN_VARS = ["beta0", "sigma", "rho", "lam"]
@@ -104,7 +104,7 @@ def spatial_precision(W, lam):
 
     :math:`c` is the BYM2 scaling factor of ``W`` (:func:`scaling_factor`), so
     :math:`c R` has generalised variance 1.  Scipy CSC for a numeric ``lam``, a
-    :class:`~pymc_sparse.sparse.SparseMatrix` for a symbolic one.
+    :class:`~pymc_sparse.ops.matrix.SparseMatrix` for a symbolic one.
     """
     R = icar_precision(W)
     c = scaling_factor(W)
@@ -138,11 +138,12 @@ def constraint_correction(T: int, rho, lam, sigma=1.0):
     \sigma^2 S_T(\rho)\, n / (1 - \lambda)` because :math:`Q_S 1 = (1 - \lambda) 1`
     (:math:`R 1 = 0`): no factorisation is needed.  :math:`a^\top a = T n`.
     """
-    return (
-        0.5 * (np.log(2.0 * np.pi) + pm.math.log(ar1_correlation_sum(T, rho))
-               - pm.math.log(1.0 - lam) - np.log(T))
-        + pm.math.log(sigma)
-    )
+    return 0.5 * (
+        np.log(2.0 * np.pi)
+        + pm.math.log(ar1_correlation_sum(T, rho))
+        - pm.math.log(1.0 - lam)
+        - np.log(T)
+    ) + pm.math.log(sigma)
 
 
 def decompose(phi):
@@ -211,8 +212,7 @@ def build_model(data: dict) -> pm.Model:
         # Centred in the scale (Q / sigma^2): the counts inform phi well.  Hard constraint
         # 1'phi = 0 (sampled in T n - 1 orthonormal coordinates); the Potential normalises
         # pi(phi) on that hyperplane to pi(phi | 1'phi = 0).
-        phi_flat = SparseGMRF("phi_flat", Q=Q / sigma**2, mu=0.0,
-                              transform=ZeroSumTransform([-1]))
+        phi_flat = SparseGMRF("phi_flat", Q=Q / sigma**2, mu=0.0, transform=ZeroSumTransform([-1]))
         pm.Potential("phi_constraint", constraint_correction(T, rho, lam, sigma))
         phi = pm.Deterministic("phi", phi_flat.reshape((T, n)), dims=("year", "area"))
         _, s, g, d = decompose(phi)
@@ -238,14 +238,18 @@ def main(argv=None):
 
     data = load_data(args.years)
     T, n = data["y"].shape
-    print(f"space-time: {n} districts x {T} years = {n * T} counts, simulated (seed 20261126, "
-          "Scotland's E) from the model below at its truth")
-    print(f"model: y ~ Poisson(E exp(beta0 + phi)), phi ~ N(0, Q^-1) | sum(phi) = 0, "
-          f"Q = sigma^-2 AR1(rho) ⊗ scaled Leroux(lam) ({n * T} x {n * T}, sparse.kron);\n"
-          "       beta0 ~ N(0, 1), sigma ~ HalfNormal(1), rho ~ U(-1, 1), lam ~ U(0, 1); "
-          "phi centred. Changed from separate ICAR/RW1 main effects + AR1 ⊗ Leroux "
-          "interaction,\n       which did not converge (see the module docstring); s, g, d "
-          "below are the ANOVA split of phi.")
+    print(
+        f"space-time: {n} districts x {T} years = {n * T} counts, simulated (seed 20261126, "
+        "Scotland's E) from the model below at its truth"
+    )
+    print(
+        f"model: y ~ Poisson(E exp(beta0 + phi)), phi ~ N(0, Q^-1) | sum(phi) = 0, "
+        f"Q = sigma^-2 AR1(rho) ⊗ scaled Leroux(lam) ({n * T} x {n * T}, sparse.kron);\n"
+        "       beta0 ~ N(0, 1), sigma ~ HalfNormal(1), rho ~ U(-1, 1), lam ~ U(0, 1); "
+        "phi centred. Changed from separate ICAR/RW1 main effects + AR1 ⊗ Leroux "
+        "interaction,\n       which did not converge (see the module docstring); s, g, d "
+        "below are the ANOVA split of phi."
+    )
     model = build_model(data)
     idata, wall = sample(model, args)
     summ = az.summary(idata, var_names=MAIN_VARS)
@@ -258,11 +262,15 @@ def main(argv=None):
         corr = np.corrcoef(est.ravel(), true.ravel())[0, 1]
         print(f"{name}: corr(posterior mean, truth) = {corr:.3f}")
     div = int(idata.sample_stats["diverging"].sum())
-    print(f"max R-hat {summ['r_hat'].max():.3f}, min bulk ESS {summ['ess_bulk'].min():.0f}, "
-          f"min tail ESS {summ['ess_tail'].min():.0f}, {div} divergences")
-    print(f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
-          f"({args.tune} tune + {args.draws} draws), {min(args.chains, args.cores)} cores, "
-          f"sampler {args.sampler})")
+    print(
+        f"max R-hat {summ['r_hat'].max():.3f}, min bulk ESS {summ['ess_bulk'].min():.0f}, "
+        f"min tail ESS {summ['ess_tail'].min():.0f}, {div} divergences"
+    )
+    print(
+        f"sampling wall time: {wall:.1f} s ({args.chains} chains x "
+        f"({args.tune} tune + {args.draws} draws), {min(args.chains, args.cores)} cores, "
+        f"sampler {args.sampler})"
+    )
 
     import matplotlib
 

@@ -8,22 +8,6 @@ cache's :func:`cache_info` / :func:`clear_cache` / :func:`cholesky`.
 
 import importlib.util
 
-from pymc_sparse.cholmod import NotPositiveDefiniteError as NotPositiveDefiniteError
-from pymc_sparse.cholmod import cache_info as cache_info
-from pymc_sparse.cholmod import cholesky as cholesky
-from pymc_sparse.cholmod import clear_cache as clear_cache
-from pymc_sparse.ops import SparseLogDet as SparseLogDet
-from pymc_sparse.ops import SparseSelectedInverse as SparseSelectedInverse
-from pymc_sparse.ops import SparseSolve as SparseSolve
-from pymc_sparse.ops import logdet as logdet
-from pymc_sparse.ops import marginal_variances as marginal_variances
-from pymc_sparse.ops import selected_inverse as selected_inverse
-from pymc_sparse.ops import solve as solve
-from pymc_sparse.pattern import SparsityPattern as SparsityPattern
-from pymc_sparse.sampling import sample_gmrf as sample_gmrf
-from pymc_sparse.sparse import SparseMatrix as SparseMatrix
-from pymc_sparse.sparse import kron as kron
-
 # Distributions and precision builders (issue 4), one-parameter log-determinants (issue 9).
 from pymc_sparse import precision as precision
 from pymc_sparse.distributions import BYM2 as BYM2
@@ -32,14 +16,29 @@ from pymc_sparse.distributions import ICAR as ICAR
 from pymc_sparse.distributions import SparseGMRF as SparseGMRF
 from pymc_sparse.distributions.marginal import MarginalGMRFNormal as MarginalGMRFNormal
 from pymc_sparse.distributions.marginal import ObservationMatrix as ObservationMatrix
-from pymc_sparse.imh import sample_imh as sample_imh
-from pymc_sparse.latent import sample_latent as sample_latent
-from pymc_sparse.logdet1d import LogDetFamily as LogDetFamily
-from pymc_sparse.logdet1d import OneParameterLogDet as OneParameterLogDet
-from pymc_sparse.logdet1d import car_logdet_family as car_logdet_family
-from pymc_sparse.logdet1d import leroux_logdet_family as leroux_logdet_family
-from pymc_sparse.logdet1d import logdet_family as logdet_family
-from pymc_sparse.logdet1d import sar_logdet_family as sar_logdet_family
+from pymc_sparse.inference.imh import sample_imh as sample_imh
+from pymc_sparse.inference.latent import sample_latent as sample_latent
+from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError as NotPositiveDefiniteError
+from pymc_sparse.linalg.cholmod import cache_info as cache_info
+from pymc_sparse.linalg.cholmod import cholesky as cholesky
+from pymc_sparse.linalg.cholmod import clear_cache as clear_cache
+from pymc_sparse.linalg.pattern import SparsityPattern as SparsityPattern
+from pymc_sparse.logdet1d.families import car_logdet_family as car_logdet_family
+from pymc_sparse.logdet1d.families import leroux_logdet_family as leroux_logdet_family
+from pymc_sparse.logdet1d.families import sar_logdet_family as sar_logdet_family
+from pymc_sparse.logdet1d.table import LogDetFamily as LogDetFamily
+from pymc_sparse.logdet1d.table import logdet_family as logdet_family
+from pymc_sparse.ops import SparseLogDet as SparseLogDet
+from pymc_sparse.ops import SparseSelectedInverse as SparseSelectedInverse
+from pymc_sparse.ops import SparseSolve as SparseSolve
+from pymc_sparse.ops import logdet as logdet
+from pymc_sparse.ops import marginal_variances as marginal_variances
+from pymc_sparse.ops import selected_inverse as selected_inverse
+from pymc_sparse.ops import solve as solve
+from pymc_sparse.ops.matrix import SparseMatrix as SparseMatrix
+from pymc_sparse.ops.matrix import kron as kron
+from pymc_sparse.ops.sample import sample_gmrf as sample_gmrf
+from pymc_sparse.ops.table import OneParameterLogDet as OneParameterLogDet
 from pymc_sparse.precision import ar1_precision as ar1_precision
 from pymc_sparse.precision import car_precision as car_precision
 from pymc_sparse.precision import connected_components as connected_components
@@ -54,8 +53,8 @@ from pymc_sparse.precision import validate_adjacency as validate_adjacency
 
 __version__ = "0.1.0"
 
-import pymc_sparse.dispatch.numba  # noqa: E402,F401  (numba is a hard dependency: nutpie's path)
+import pymc_sparse.dispatch.numba
 
 if importlib.util.find_spec("jax") is not None:  # registers jax_funcify for every Op
-    import pymc_sparse.dispatch.jax  # noqa: F401
-    import pymc_sparse.logdet1d_jax  # noqa: F401
+    import pymc_sparse.dispatch.jax
+    import pymc_sparse.dispatch.jax_table  # noqa: F401

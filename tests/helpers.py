@@ -39,13 +39,17 @@ def random_spd(n: int, density: float, rng) -> sp.csc_matrix:
 
 def banded(n: int, bw: int = 3) -> sp.csc_matrix:
     diags = [np.full(n - k, -1.0 / (k + 1)) for k in range(1, bw + 1)]
-    A = sp.diags(diags + diags, list(range(1, bw + 1)) + [-k for k in range(1, bw + 1)], shape=(n, n))
+    A = sp.diags(
+        diags + diags, list(range(1, bw + 1)) + [-k for k in range(1, bw + 1)], shape=(n, n)
+    )
     return (A + sp.diags(np.full(n, 2.0 * bw))).tocsc()
 
 
 def block_diagonal(rng) -> sp.csc_matrix:
     """Three disconnected components (one a single node)."""
-    return sp.block_diag([grid_laplacian(3), random_spd(7, 0.4, rng), sp.csc_matrix([[2.0]])]).tocsc()
+    return sp.block_diag(
+        [grid_laplacian(3), random_spd(7, 0.4, rng), sp.csc_matrix([[2.0]])]
+    ).tocsc()
 
 
 def isolated_node(n: int = 6) -> sp.csc_matrix:

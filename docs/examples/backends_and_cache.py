@@ -45,7 +45,11 @@ runs = {}
 for sampler in ["pymc", "numpyro"]:
     with build():
         runs[sampler] = pm.sample(
-            DRAWS, tune=TUNE, chains=CHAINS, nuts_sampler=sampler, random_seed=1,
+            DRAWS,
+            tune=TUNE,
+            chains=CHAINS,
+            nuts_sampler=sampler,
+            random_seed=1,
             progressbar=False,
         )
 summ = {k: az.summary(v, var_names=["beta0", "alpha", "tau"]) for k, v in runs.items()}

@@ -41,6 +41,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 import matplotlib.pyplot as plt
 import numpy as np
+
 from models._examples import QUICK
 from models.inverse_problem import (
     check_dense,
@@ -55,8 +56,10 @@ from models.inverse_problem import (
 EDGES, MAXITER = (2_000, 20) if QUICK else (100_000, 50)
 W_MAX = 10.0
 if QUICK:
-    print(f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {EDGES:,} edges and {MAXITER} "
-          "L-BFGS-B iterations instead of 100,000 edges and 50 iterations.")
+    print(
+        f"QUICK MODE (PYMC_SPARSE_EXAMPLES_QUICK=1): {EDGES:,} edges and {MAXITER} "
+        "L-BFGS-B iterations instead of 100,000 edges and 50 iterations."
+    )
 
 # %% [markdown]
 # ## The gradient through `pms.solve` against dense NumPy, at small $n$
@@ -68,9 +71,11 @@ if QUICK:
 
 # %%
 chk = check_dense(n_edges=300, graph="random", seed=3)
-print(f"n = {chk['n']}, m = {chk['m']}: loss rel. error {chk['loss_rel_err']:.1e}, "
-      f"gradient max rel. error {chk['grad_max_rel_err']:.1e}, "
-      f"finite-difference rel. error {chk['fd_rel_err']:.1e}")
+print(
+    f"n = {chk['n']}, m = {chk['m']}: loss rel. error {chk['loss_rel_err']:.1e}, "
+    f"gradient max rel. error {chk['grad_max_rel_err']:.1e}, "
+    f"finite-difference rel. error {chk['fd_rel_err']:.1e}"
+)
 assert chk["loss_rel_err"] < 1e-12 and chk["grad_max_rel_err"] < 1e-10
 assert chk["fd_rel_err"] < 1e-5
 
@@ -103,14 +108,18 @@ t0 = time.perf_counter()
 f = compile_loss_grad(data)
 print(f"compile: {time.perf_counter() - t0:.1f} s")
 best, first = time_loss_grad(f, m)
-print(f"one loss + gradient w.r.t. all {m:,} weights: best {best:.3f} s "
-      f"(first call {first:.3f} s, includes the symbolic analysis)")
+print(
+    f"one loss + gradient w.r.t. all {m:,} weights: best {best:.3f} s "
+    f"(first call {first:.3f} s, includes the symbolic analysis)"
+)
 
 # %%
 res, history, wall = optimise(f, data, W_MAX, MAXITER)
 floor = 0.5 * n * data["b"].mean() ** 2
-print(f"L-BFGS-B: loss {history[0]:.4g} -> {res.fun:.4g} in {res.nit} iterations, "
-      f"{res.nfev} evaluations, {wall:.1f} s (lower bound 0.5 n mean(b)^2 = {floor:.4g})")
+print(
+    f"L-BFGS-B: loss {history[0]:.4g} -> {res.fun:.4g} in {res.nit} iterations, "
+    f"{res.nfev} evaluations, {wall:.1f} s (lower bound 0.5 n mean(b)^2 = {floor:.4g})"
+)
 print(f"weights at w_max: {np.mean(res.x >= W_MAX - 1e-9):.1%}, at 0: {np.mean(res.x <= 1e-9):.1%}")
 assert res.fun < history[0]
 

@@ -56,8 +56,10 @@ DRAWS, TUNE, CHAINS = sampling_budget(quick=(50, 100, 1), full=(300, 300, 2))
 data = load_data(n=4096, likelihood="poisson")
 nx = data["shape"][0]
 truth = data["truth"]
-print(f"lattice {nx} x {nx}: n = {nx * nx} sites, {data['W'].nnz // 2} edges; "
-      f"truth alpha = {truth['alpha']}, tau = {truth['tau']}, beta0 = {truth['beta0']}")
+print(
+    f"lattice {nx} x {nx}: n = {nx * nx} sites, {data['W'].nnz // 2} edges; "
+    f"truth alpha = {truth['alpha']}, tau = {truth['tau']}, beta0 = {truth['beta0']}"
+)
 
 # %% [markdown]
 # ## The log-determinant: a certified table, checked against exact factorisations
@@ -65,7 +67,7 @@ print(f"lattice {nx} x {nx}: n = {nx * nx} sites, {data['W'].nnz // 2} edges; "
 # The only term of the CAR log-density that needs more than a sparse product is
 # $\tfrac12\log\det(D - \alpha W)$.  `build_model(data, logdet="interpolated")` (the
 # module's default for `main`, used below) takes it from a certified Chebyshev table in
-# $\alpha$ (`pymc_sparse.logdet1d.car_logdet`, built once from a few dozen sparse
+# $\alpha$ (`pymc_sparse.logdet1d.table.car_logdet`, built once from a few dozen sparse
 # factorisations, $O(1)$ per evaluation afterwards); the quadratic form stays exact.
 # `build_model(data, logdet="exact")` uses `pms.CAR`, whose default `logdet="auto"`
 # also tabulates a scalar $\alpha$ (pass `logdet="exact"` to `pms.CAR` for one
@@ -76,20 +78,23 @@ print(f"lattice {nx} x {nx}: n = {nx * nx} sites, {data['W'].nnz // 2} edges; "
 import pytensor
 import pytensor.tensor as pt
 
-from pymc_sparse.distributions.car import car_structure
-from pymc_sparse.logdet1d import car_logdet
+from pymc_sparse.distributions.car import car_logdet, car_structure
 
 pattern, d_data, w_data = car_structure(data["W"])
 a = pt.dscalar("alpha")
-ld = {m: car_logdet(pattern, d_data, w_data, a, method=m, interval=(0.0, 1 - 1e-4))
-      for m in ("interpolated", "exact")}
+ld = {
+    m: car_logdet(pattern, d_data, w_data, a, method=m, interval=(0.0, 1 - 1e-4))
+    for m in ("interpolated", "exact")
+}
 f = {m: pytensor.function([a], [v, pytensor.grad(v, a)]) for m, v in ld.items()}
 worst = 0.0
 for alpha in (0.1, 0.5, 0.9, 0.95, 0.99):
     (v_t, g_t), (v_e, g_e) = f["interpolated"](alpha), f["exact"](alpha)
     worst = max(worst, abs(v_t - v_e))
-    print(f"alpha {alpha:4.2f}: logdet table {v_t:14.8f}  exact {v_e:14.8f}  "
-          f"d/dalpha table {g_t:11.5f}  exact {g_e:11.5f}")
+    print(
+        f"alpha {alpha:4.2f}: logdet table {v_t:14.8f}  exact {v_e:14.8f}  "
+        f"d/dalpha table {g_t:11.5f}  exact {g_e:11.5f}"
+    )
 print(f"largest |table - exact| at these points: {worst:.1e}")
 assert worst < 1e-6
 
@@ -112,8 +117,7 @@ summary.insert(0, "truth", [truth[v] for v in names])
 summary
 
 # %%
-az.plot_trace(idata, var_names=names, figsize=(10, 6),
-              lines=[(v, {}, truth[v]) for v in names])
+az.plot_trace(idata, var_names=names, figsize=(10, 6), lines=[(v, {}, truth[v]) for v in names])
 plt.tight_layout()
 plt.show()
 
@@ -129,8 +133,10 @@ post_x = idata.posterior["x"]
 xm = post_x.mean(("chain", "draw")).values
 xs = post_x.std(("chain", "draw")).values
 err = xm - data["x"]
-print(f"posterior mean field: rmse {np.sqrt(np.mean(err**2)):.3f} (sd of the true field "
-      f"{np.std(data['x']):.3f}), correlation {np.corrcoef(xm, data['x'])[0, 1]:.3f}")
+print(
+    f"posterior mean field: rmse {np.sqrt(np.mean(err**2)):.3f} (sd of the true field "
+    f"{np.std(data['x']):.3f}), correlation {np.corrcoef(xm, data['x'])[0, 1]:.3f}"
+)
 lim = np.abs(data["x"]).max()
 panels = [
     ("simulated field x", data["x"], {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}),
@@ -140,8 +146,9 @@ panels = [
 ]
 fig, axes = plt.subplots(1, 4, figsize=(16, 4))
 for ax, (title, img, kw) in zip(axes, panels, strict=True):
-    im = ax.imshow(np.asarray(img, dtype=float).reshape(data["shape"]),
-                   interpolation="nearest", **kw)
+    im = ax.imshow(
+        np.asarray(img, dtype=float).reshape(data["shape"]), interpolation="nearest", **kw
+    )
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -161,8 +168,10 @@ plt.show()
 t0 = time.perf_counter()
 big = simulate_data(n=100_000, likelihood="poisson")
 nb = big["shape"][0]
-print(f"{nb} x {nb} = {nb * nb:,} sites: one exact draw and the counts in "
-      f"{time.perf_counter() - t0:.1f} s")
+print(
+    f"{nb} x {nb} = {nb * nb:,} sites: one exact draw and the counts in "
+    f"{time.perf_counter() - t0:.1f} s"
+)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
 lim_b = np.abs(big["x"]).max()
 im0 = axes[0].imshow(big["x"].reshape(big["shape"]), cmap="RdBu_r", vmin=-lim_b, vmax=lim_b)

@@ -45,15 +45,17 @@ from scipy.stats import multivariate_normal
 
 from models._examples import QUICK, sampling_budget
 from models.lattice_gaussian_marginal import build_model, load_data
-from pymc_sparse.latent import sample_latent
+from pymc_sparse.inference.latent import sample_latent
 
 DRAWS, TUNE, CHAINS = sampling_budget(quick=(50, 75, 2), full=(500, 500, 2))
 
 data = load_data()
 n = data["W"].shape[0]
 obs, y, truth = data["obs"], data["y"], data["truth"]
-print(f"lattice {data['shape'][0]} x {data['shape'][1]}: n = {n}, {obs.size} observed "
-      f"sites, {n - obs.size} missing; truth {truth}")
+print(
+    f"lattice {data['shape'][0]} x {data['shape'][1]}: n = {n}, {obs.size} observed "
+    f"sites, {n - obs.size} missing; truth {truth}"
+)
 
 # %% [markdown]
 # ## The marginal likelihood is the dense Gaussian one
@@ -66,16 +68,19 @@ print(f"lattice {data['shape'][0]} x {data['shape'][1]}: n = {n}, {obs.size} obs
 # %%
 model = build_model(data)  # formulation="marginal"
 point = model.initial_point()
-point.update(tau_log__=np.log(1.3), alpha_interval__=np.log(0.97 / 0.03),
-             sigma_log__=np.log(0.35))  # tau = 1.3, alpha = 0.97, sigma = 0.35
+point.update(
+    tau_log__=np.log(1.3), alpha_interval__=np.log(0.97 / 0.03), sigma_log__=np.log(0.35)
+)  # tau = 1.3, alpha = 0.97, sigma = 0.35
 loglik = model.compile_logp(vars=[model["y"]])(point)
 
 W = data["W"].toarray()
 Q = 1.3 * (np.diag(W.sum(axis=1)) - 0.97 * W)
 cov = np.linalg.inv(Q)[np.ix_(obs, obs)] + 0.35**2 * np.eye(obs.size)
 dense = multivariate_normal(np.zeros(obs.size), cov).logpdf(y)
-print(f"log p(y | theta): sparse marginal {loglik:.8f}   dense {dense:.8f}   "
-      f"diff {loglik - dense:.1e}")
+print(
+    f"log p(y | theta): sparse marginal {loglik:.8f}   dense {dense:.8f}   "
+    f"diff {loglik - dense:.1e}"
+)
 assert np.isclose(loglik, dense, rtol=1e-10, atol=1e-8)
 
 # %% [markdown]
@@ -95,8 +100,7 @@ summary.insert(0, "truth", [truth[v] for v in names])
 summary
 
 # %%
-az.plot_trace(idata, var_names=names, figsize=(10, 6),
-              lines=[(v, {}, truth[v]) for v in names])
+az.plot_trace(idata, var_names=names, figsize=(10, 6), lines=[(v, {}, truth[v]) for v in names])
 plt.tight_layout()
 plt.show()
 
@@ -119,16 +123,33 @@ import time
 import pymc_sparse as pms
 
 t0 = time.perf_counter()
-idata_imh = pms.sample_imh(2 * DRAWS, 300 if QUICK else 1000, chains=CHAINS, model=model,
-                           random_seed=2026, progressbar=False)
+idata_imh = pms.sample_imh(
+    2 * DRAWS,
+    300 if QUICK else 1000,
+    chains=CHAINS,
+    model=model,
+    random_seed=2026,
+    progressbar=False,
+)
 t_imh = time.perf_counter() - t0
 ess_nuts = az.ess(idata, var_names=names)
 ess_imh = az.ess(idata_imh, var_names=names)
-rows = [(v, float(idata.posterior[v].mean()), float(idata_imh.posterior[v].mean()),
-         float(idata.posterior[v].std()), float(ess_nuts[v]), float(ess_imh[v])) for v in names]
+rows = [
+    (
+        v,
+        float(idata.posterior[v].mean()),
+        float(idata_imh.posterior[v].mean()),
+        float(idata.posterior[v].std()),
+        float(ess_nuts[v]),
+        float(ess_imh[v]),
+    )
+    for v in names
+]
 acc = idata_imh.sample_stats.attrs
-print(f"sample_imh: {t_imh:.1f} s, acceptance {acc['acceptance_rate']:.2f} (independence) / "
-      f"{acc['acceptance_rate_rw']:.2f} (random walk)")
+print(
+    f"sample_imh: {t_imh:.1f} s, acceptance {acc['acceptance_rate']:.2f} (independence) / "
+    f"{acc['acceptance_rate_rw']:.2f} (random walk)"
+)
 head = ["mean NUTS", "mean IMH", "sd NUTS", "ESS NUTS", "ESS IMH"]
 print(f"{'':6s} " + " ".join(f"{h:>10s}" for h in head))
 for v, m1, m2, sd, e1, e2 in rows:
@@ -144,15 +165,18 @@ for v, m1, m2, sd, e1, e2 in rows:
 # Missing sites are predicted from their neighbours.
 
 # %%
-latent = sample_latent(idata, model, "y", name="x", thin=max(1, DRAWS // 100), seed=2,
-                       progressbar=False)
+latent = sample_latent(
+    idata, model, "y", name="x", thin=max(1, DRAWS // 100), seed=2, progressbar=False
+)
 x_mean, x_sd = latent["x_mean"].values, latent["x_sd"].values
 err = x_mean - data["x"]
 cover = np.mean(np.abs(err) < 2 * x_sd)
 missing = np.setdiff1d(np.arange(n), obs)
 print(f"latent draws: {dict(latent['x'].sizes)}")
-print(f"posterior mean vs true field: rmse {np.sqrt(np.mean(err**2)):.3f} "
-      f"(noise sd {truth['sigma']}), at missing sites {np.sqrt(np.mean(err[missing]**2)):.3f}")
+print(
+    f"posterior mean vs true field: rmse {np.sqrt(np.mean(err**2)):.3f} "
+    f"(noise sd {truth['sigma']}), at missing sites {np.sqrt(np.mean(err[missing] ** 2)):.3f}"
+)
 print(f"true value within 2 posterior sd: {cover:.1%} of the sites")
 
 y_img = np.full(n, np.nan)

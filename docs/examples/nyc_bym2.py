@@ -55,8 +55,10 @@ DRAWS, TUNE, CHAINS = sampling_budget(quick=(40, 80, 1), full=(300, 300, 2))
 
 data = load_data()
 y, E = data["y"], data["E"]
-print(f"{data['n']} tracts, {data['W'].nnz // 2} edges, {int(y.sum()):,} injuries, "
-      f"{int(data['pop'].sum()):,} inhabitants")
+print(
+    f"{data['n']} tracts, {data['W'].nnz // 2} edges, {int(y.sum()):,} injuries, "
+    f"{int(data['pop'].sum()):,} inhabitants"
+)
 print(f"tracts with population < 10 (exposure set to 10): {int(np.sum(data['pop'] < 10))}")
 
 # %% [markdown]
@@ -120,13 +122,21 @@ rank = np.arange(mean.size)
 floor = 0.5 * min(lo.min(), smr[smr > 0].min())
 zero = smr[order] == 0
 fig, ax = plt.subplots(figsize=(10, 4.5))
-ax.fill_between(rank, lo[order], hi[order], color="C0", alpha=0.3, lw=0,
-                label="90% posterior interval")
+ax.fill_between(
+    rank, lo[order], hi[order], color="C0", alpha=0.3, lw=0, label="90% posterior interval"
+)
 ax.plot(rank, mean[order], color="C0", lw=1.2, label="posterior mean")
-ax.scatter(rank[~zero], smr[order][~zero], s=2, color="k", alpha=0.35,
-           label="raw ratio (y/E) / crude rate")
-ax.scatter(rank[zero], np.full(zero.sum(), floor), s=2, color="C3", alpha=0.5,
-           label=f"raw ratio 0 (y = 0), drawn at {floor:.2g}")
+ax.scatter(
+    rank[~zero], smr[order][~zero], s=2, color="k", alpha=0.35, label="raw ratio (y/E) / crude rate"
+)
+ax.scatter(
+    rank[zero],
+    np.full(zero.sum(), floor),
+    s=2,
+    color="C3",
+    alpha=0.5,
+    label=f"raw ratio 0 (y = 0), drawn at {floor:.2g}",
+)
 ax.axhline(1.0, color="grey", lw=0.8, ls="--")
 ax.set_yscale("log")
 ax.set_xlabel("tract, sorted by posterior mean relative risk")
@@ -136,5 +146,7 @@ plt.show()
 above = np.mean(lo > 1.0)
 below = np.mean(hi < 1.0)
 print(f"tracts whose 90% interval lies above the city average: {above:.1%}, below: {below:.1%}")
-print(f"raw ratios that are 0 (no injury in 2001): {np.mean(y == 0):.1%}; "
-      "the model pulls them towards their neighbours")
+print(
+    f"raw ratios that are 0 (no injury in 2001): {np.mean(y == 0):.1%}; "
+    "the model pulls them towards their neighbours"
+)

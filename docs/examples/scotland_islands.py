@@ -54,8 +54,10 @@ DRAWS, TUNE, CHAINS = sampling_budget(quick=(100, 100, 2), full=(500, 500, 2))
 data = load_data()
 names = data["names"]
 info = describe_graph(data)
-print(f"islands graph: {data['W'].nnz // 2} edges, {info['n_components']} components of "
-      f"sizes {sorted(info['sizes'].tolist(), reverse=True)}")
+print(
+    f"islands graph: {data['W'].nnz // 2} edges, {info['n_components']} components of "
+    f"sizes {sorted(info['sizes'].tolist(), reverse=True)}"
+)
 
 # %% [markdown]
 # ## Per-component constraints and scaling
@@ -73,15 +75,19 @@ mainland = np.flatnonzero(labels == mainland_label)
 for i in info["singletons"]:
     print(f"singleton {names[i]:<14s} scaling factor {s_node[i]:.4f}  (no neighbours)")
 print(f"mainland ({mainland.size} districts): scaling factor {s_node[mainland[0]]:.6f}")
-print(f"free ICAR coordinates: {info['free_icar']} of {data['n']} "
-      f"({mainland.size} - 1 on the mainland + {info['singletons'].size} islands)")
+print(
+    f"free ICAR coordinates: {info['free_icar']} of {data['n']} "
+    f"({mainland.size} - 1 on the mainland + {info['singletons'].size} islands)"
+)
 
 Wm = data["W"][mainland][:, mainland].toarray()
 R = np.diag(Wm.sum(axis=1)) - Wm  # ICAR structure matrix of the mainland
 s_dense = np.exp(np.mean(np.log(np.diag(np.linalg.pinv(R)))))
 s_exact = pms.scaling_factor(data["W"], per_node=True, method="exact")[mainland[0]]
-print(f"mainland factor: sparse (R-INLA jitter) {s_node[mainland[0]]:.8f}, "
-      f"sparse exact {s_exact:.8f}, dense pinv {s_dense:.8f}")
+print(
+    f"mainland factor: sparse (R-INLA jitter) {s_node[mainland[0]]:.8f}, "
+    f"sparse exact {s_exact:.8f}, dense pinv {s_dense:.8f}"
+)
 assert np.isclose(s_exact, s_dense, rtol=1e-8)
 assert np.all(s_node[info["singletons"]] == 1.0)
 
@@ -129,7 +135,8 @@ assert sum_mainland < 1e-10
 # %%
 shown = island_names + mainland_names[:3]
 print(az.summary(idata, var_names=["rr"], coords={"area": shown}, kind="stats"))
-az.plot_forest(idata, var_names=["rr"], coords={"area": shown}, combined=True,
-               hdi_prob=0.9, figsize=(6, 3.5))
+az.plot_forest(
+    idata, var_names=["rr"], coords={"area": shown}, combined=True, hdi_prob=0.9, figsize=(6, 3.5)
+)
 plt.title("posterior relative risk, 90% HDI")
 plt.show()

@@ -55,8 +55,7 @@ DRAWS, TUNE, CHAINS = sampling_budget(quick=(20, 40, 1), full=(200, 200, 2))
 data = load_data()
 T, n = np.shape(data["y"])
 truth = data["truth"]
-print(f"{n} districts x {T} years = {n * T} counts; space-time precision "
-      f"{n * T} x {n * T}")
+print(f"{n} districts x {T} years = {n * T} counts; space-time precision {n * T} x {n * T}")
 
 # %% [markdown]
 # ## The model
@@ -72,14 +71,19 @@ print(models.space_time.__doc__.split("References\n")[0].rstrip())
 # %%
 model = build_model(data)
 hyper = [rv.name for rv in model.free_RVs if rv.type.ndim == 0]
-fields = {rv.name: tuple(model.initial_point()[model.rvs_to_values[rv].name].shape)
-          for rv in model.free_RVs if rv.type.ndim > 0}
+fields = {
+    rv.name: tuple(model.initial_point()[model.rvs_to_values[rv].name].shape)
+    for rv in model.free_RVs
+    if rv.type.ndim > 0
+}
 print("hyperparameters:", hyper)
 print("latent fields (shape of the sampled value):", fields)
 logp = model.compile_logp()(model.initial_point())
 dlogp = model.compile_dlogp()(model.initial_point())
-print(f"log-density at the initial point {logp:.3f}; gradient: {dlogp.size} entries, "
-      f"all finite: {bool(np.all(np.isfinite(dlogp)))}")
+print(
+    f"log-density at the initial point {logp:.3f}; gradient: {dlogp.size} entries, "
+    f"all finite: {bool(np.all(np.isfinite(dlogp)))}"
+)
 assert np.isfinite(logp) and np.all(np.isfinite(dlogp))
 
 # %% [markdown]

@@ -6,7 +6,7 @@ differentiate it: the Ops' ``L_op`` is never called on that path.  Each Op there
 gets a JAX function here that JAX can jit, vmap and differentiate:
 
 * the numerical work runs on the host through :func:`jax.pure_callback`, against the
-  shared factor cache :data:`pymc_sparse.cholmod.CACHE`, so a value and its gradient at
+  shared factor cache :data:`pymc_sparse.linalg.cholmod.CACHE`, so a value and its gradient at
   one point share one numeric factorisation: the log-determinant's JVP returns the
   selected inverse with the value (one callback, one factor), the solve's transpose
   finds the factor its forward pass left in the cache;
@@ -17,7 +17,7 @@ gets a JAX function here that JAX can jit, vmap and differentiate:
   selected inverse are :func:`jax.custom_jvp` functions, the solve is a
   :func:`jax.lax.custom_linear_solve`.  The selected inverse's tangent
   :math:`J\dot q = J^\top(w\odot\dot q)/w` reuses the adjoint kernel
-  (:mod:`pymc_sparse.selinv_grad`) and is a ``linear_call`` whose transpose is
+  (:mod:`pymc_sparse.linalg.takahashi_adjoint`) and is a ``linear_call`` whose transpose is
   :math:`J^\top`, so ``jax.grad``, ``jax.jvp``, ``jax.jacfwd``, ``jax.jacrev`` and
   ``jax.hessian`` all work, to second order for the log-determinant and to every order
   for the solve; a third derivative of the log-determinant raises
@@ -56,13 +56,13 @@ import jax.numpy as jnp
 import numpy as np
 from pytensor.link.jax.dispatch import jax_funcify
 
-from pymc_sparse.cholmod import CACHE
 from pymc_sparse.dispatch._jax_linear_call import register as _register_linear_call_batching
+from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
-from pymc_sparse.pattern import SparsityPattern
 
 __all__ = [
     "jax_funcify_SparseLogDet",
@@ -258,7 +258,7 @@ def _functions(pattern: SparsityPattern):
     host_vjp = functools.partial(_host_selinv_vjp, pattern)
 
     def selinv_vjp(data, sbar):
-        # Adjoint of the selected inversion on the pattern of L (pymc_sparse.selinv_grad);
+        # Adjoint of the selected inversion on the pattern of L (pymc_sparse.linalg.takahashi_adjoint);
         # a raw callback: derivatives of third order are not offered.
         return _callback(host_vjp, (nnz,), data, sbar)
 

@@ -3,7 +3,7 @@ r"""Numba dispatch of the sparse Ops (PyTensor's NUMBA linker, nutpie's default 
 CHOLMOD is a C library reached through scikit-sparse's Python objects, which compiled
 Numba code cannot call, so each Op runs its host function in a ``numba.objmode``
 block: the compiled graph hands the ``O(nnz)`` value vector to Python, which asks the
-shared factor cache :data:`pymc_sparse.cholmod.CACHE` (so the log-density and its
+shared factor cache :data:`pymc_sparse.linalg.cholmod.CACHE` (so the log-density and its
 gradient at one point share one factorisation, exactly as with the C and JAX
 backends), and gets back the scalar, vector or matrix result.
 
@@ -26,7 +26,7 @@ import numpy as np
 from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import get_numba_type, numba_njit
 
-from pymc_sparse.cholmod import CACHE
+from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad

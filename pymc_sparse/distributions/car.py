@@ -20,7 +20,13 @@ import scipy.sparse as sp
 from pymc.distributions.dist_math import check_parameters
 from pymc.distributions.distribution import Continuous, _support_point
 from pymc.logprob.abstract import _logprob
+from pytensor.graph.basic import Constant
 from pytensor.tensor.random.op import RandomVariable
+
+try:  # pytensor >= 2.30 moved the graph walkers
+    from pytensor.graph.traversal import graph_inputs as _graph_inputs
+except ImportError:  # pragma: no cover - older pytensor
+    from pytensor.graph.basic import graph_inputs as _graph_inputs
 
 from pymc_sparse.distributions._utils import (
     as_scalar_param,
@@ -29,10 +35,12 @@ from pymc_sparse.distributions._utils import (
     core_param,
     is_finite,
 )
-from pymc_sparse.pattern import SparsityPattern
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.sampling import sample_gmrf_numeric
+from pymc_sparse.logdet1d.families import car_logdet_family_from_values
+from pymc_sparse.ops.logdet import logdet
+from pymc_sparse.ops.matrix import SparseMatrix
 from pymc_sparse.precision.graph import degrees, validate_adjacency
-from pymc_sparse.sampling import sample_gmrf_numeric
-from pymc_sparse.sparse import SparseMatrix
 
 __all__ = ["CAR", "CARRV", "car_logp", "car_structure"]
 
@@ -82,19 +90,54 @@ def car_structure(W, isolated: str = "raise") -> tuple[SparsityPattern, np.ndarr
     return pattern, d_data, w_data
 
 
-def _car_logdet(pattern: SparsityPattern, d_data, w_data, alpha, method: str = "auto"):
-    r""":math:`\log\det(D - \alpha W)` for the stored values of :math:`D` and :math:`W`.
+_LOGDET_METHODS = ("auto", "interpolated", "exact")
 
-    The single place where CAR's log-determinant is computed.  ``method="exact"``: one
-    sparse Cholesky factorisation per value of ``alpha`` (gradient
-    :math:`-\operatorname{tr}((D-\alpha W)^{-1} W)` from the selected inverse).
-    ``"interpolated"``: the certified one-parameter table of
-    :func:`pymc_sparse.logdet1d.car_logdet` (built once per graph, :math:`O(1)` per
-    evaluation).  ``"auto"``: the table when ``alpha`` is a free scalar, else exact.
+
+def car_logdet(pattern, d_data, w_data, alpha, *, method: str = "auto", interval=None, margin=1e-4):
+    r"""Symbolic :math:`\log\det(D - \alpha W)` for ``pymc_sparse.distributions.car``.
+
+    Parameters
+    ----------
+    pattern : SparsityPattern
+    d_data, w_data : TensorConstant or ndarray
+        Stored values of :math:`D` and :math:`W` (constants).
+    alpha : TensorVariable
+        The CAR parameter.
+    method : {"auto", "interpolated", "exact"}
+        ``"exact"``: one sparse Cholesky factorisation (and, for the gradient, a selected
+        inverse) per evaluation.  ``"interpolated"``: the certified table of
+        :func:`car_logdet_family_from_values` (built once, cached), :math:`O(1)` per
+        evaluation, exact fallback outside ``interval``.  ``"auto"``: interpolated when
+        ``alpha`` is a non-constant scalar and ``d_data``/``w_data`` are constants,
+        exact otherwise.
+    interval, margin
+        Tabulated range (default ``(-1 + margin, 1 - margin)``).
     """
-    from pymc_sparse.logdet1d import car_logdet
+    if method not in _LOGDET_METHODS:
+        raise ValueError(f"`logdet` must be one of {_LOGDET_METHODS}, got {method!r}.")
+    alpha = pt.as_tensor_variable(alpha)
 
-    return car_logdet(pattern, d_data, w_data, alpha, method=method)
+    def const(v):
+        # Constants, or graphs of constants (e.g. core_param's reshape of a batched W).
+        if isinstance(v, np.ndarray):
+            return v
+        if isinstance(v, Constant):
+            return np.asarray(v.data)
+        if all(isinstance(i, Constant) for i in _graph_inputs([v])):
+            return np.asarray(v.eval())
+        return None
+
+    d_np, w_np = const(d_data), const(w_data)
+    tabulable = alpha.type.ndim == 0 and d_np is not None and w_np is not None
+    if method == "interpolated" and not tabulable:
+        raise ValueError(
+            "logdet='interpolated' needs a scalar alpha and a constant W; use 'exact' "
+            "(or 'auto') for a batched alpha."
+        )
+    if method == "exact" or (method == "auto" and (not tabulable or isinstance(alpha, Constant))):
+        return logdet(SparseMatrix(pattern, pt.as_tensor_variable(d_data) - alpha * w_data))
+    fam = car_logdet_family_from_values(pattern, d_np, w_np, interval, margin=margin)
+    return fam(alpha)
 
 
 def car_logp(pattern: SparsityPattern, value, mu, d_data, w_data, alpha, tau, logdet_method="auto"):
@@ -115,7 +158,7 @@ def car_logp(pattern: SparsityPattern, value, mu, d_data, w_data, alpha, tau, lo
         quad = B.quad_form(delta)
     else:
         quad = B.quad_form(delta.reshape((-1, n)).T).reshape(delta.shape[:-1])
-    ld = _car_logdet(pattern, d_data, w_data, alpha_s, logdet_method)
+    ld = car_logdet(pattern, d_data, w_data, alpha_s, method=logdet_method)
     logp = 0.5 * n * pt.log(tau_s) + 0.5 * ld - 0.5 * tau_s * quad - 0.5 * n * _LOG_2PI
     ok = valid & is_finite(ld)
     return pt.switch(ok, logp, -np.inf), valid
@@ -138,9 +181,7 @@ class CARRV(RandomVariable):
         if not isinstance(pattern, SparsityPattern):
             raise TypeError(f"`pattern` must be a SparsityPattern, got {type(pattern).__name__}.")
         if logdet not in ("auto", "interpolated", "exact"):
-            raise ValueError(
-                f"`logdet` must be 'auto', 'interpolated' or 'exact', got {logdet!r}."
-            )
+            raise ValueError(f"`logdet` must be 'auto', 'interpolated' or 'exact', got {logdet!r}.")
         self.pattern = pattern
         self.logdet = logdet
         super().__init__(**kwargs)
@@ -232,7 +273,7 @@ class CAR(Continuous):
         ``"interpolated"``: a piecewise-Chebyshev table of the one-parameter function
         :math:`\alpha \mapsto \log\det(D - \alpha W)`, built once per graph from exact
         factorisations and selected inverses and certified to 1e-9 absolute on the
-        log-determinant and its derivative (:mod:`pymc_sparse.logdet1d`), then
+        log-determinant and its derivative (:mod:`pymc_sparse.logdet1d.table`), then
         :math:`O(1)` per evaluation; within ~1e-3 of :math:`\alpha = \pm 1` (further at
         large n: the table ends at 0.9993 for a 100 x 100 lattice, 0.9936 for 316 x 316),
         where the exact derivative is itself rounded above 1e-9, it evaluates exactly.
@@ -279,7 +320,17 @@ class CAR(Continuous):
 
     @classmethod
     def rv_op(
-        cls, mu, d_data, w_data, alpha, tau, *, pattern, logdet="auto", size=None, rng=None,
+        cls,
+        mu,
+        d_data,
+        w_data,
+        alpha,
+        tau,
+        *,
+        pattern,
+        logdet="auto",
+        size=None,
+        rng=None,
         dtype=None,
     ):
         """Build the RandomVariable node (the pattern becomes an Op prop)."""

@@ -20,12 +20,12 @@ from pymc.logprob.abstract import _logprob
 from pytensor.graph.basic import Constant
 from pytensor.tensor.random.op import RandomVariable
 
-from pymc_sparse.cholmod import CACHE
 from pymc_sparse.distributions._utils import core_numeric, core_param, is_finite
+from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.sampling import sample_gmrf_numeric
 from pymc_sparse.ops import logdet
-from pymc_sparse.pattern import SparsityPattern
-from pymc_sparse.sampling import sample_gmrf_numeric
-from pymc_sparse.sparse import SparseMatrix, as_sparse_matrix
+from pymc_sparse.ops.matrix import SparseMatrix, as_sparse_matrix
 
 __all__ = ["SparseGMRF", "SparseGMRFRV", "gmrf_logp"]
 

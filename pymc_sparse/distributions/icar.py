@@ -24,17 +24,17 @@ from pymc.logprob.abstract import _logprob
 from pymc.logprob.transforms import Transform
 from pytensor.tensor.random.op import RandomVariable
 
-from pymc_sparse._index import const_index
 from pymc_sparse.distributions._utils import (
     as_scalar_param,
     constant_value,
     core_numeric,
     core_param,
 )
-from pymc_sparse.pattern import SparsityPattern
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.ops._index import const_index
+from pymc_sparse.ops.matrix import SparseMatrix
 from pymc_sparse.precision.components import GraphComponents
 from pymc_sparse.precision.graph import validate_adjacency
-from pymc_sparse.sparse import SparseMatrix
 
 __all__ = ["ICAR", "ICARRV", "ComponentZeroSumTransform", "icar_logp", "icar_structure"]
 

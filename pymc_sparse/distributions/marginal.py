@@ -61,12 +61,12 @@ from pymc.distributions.shape_utils import rv_size_is_none
 from pymc.logprob.abstract import _logprob
 from pytensor.tensor.random.op import RandomVariable
 
-from pymc_sparse._index import const_index
-from pymc_sparse.cholmod import CACHE
+from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.sampling import sample_gmrf_numeric
 from pymc_sparse.ops import logdet, solve
-from pymc_sparse.pattern import SparsityPattern
-from pymc_sparse.sampling import sample_gmrf_numeric
-from pymc_sparse.sparse import SparseMatrix, as_sparse_matrix
+from pymc_sparse.ops._index import const_index
+from pymc_sparse.ops.matrix import SparseMatrix, as_sparse_matrix
 
 __all__ = [
     "ConditionalPrecision",
@@ -251,7 +251,7 @@ def marginal_gmrf_normal_logp(y, Q, mu, design: ObservationMatrix, sigma, logdet
         Noise standard deviations, length ``m``.
     logdet_q : TensorVariable, optional
         :math:`\log\det Q` computed another way (e.g. the :math:`O(1)` table of
-        :mod:`pymc_sparse.logdet1d` for a CAR precision); by default one factorisation
+        :mod:`pymc_sparse.logdet1d.table` for a CAR precision); by default one factorisation
         of ``Q`` per evaluation.
 
     Returns
@@ -343,7 +343,7 @@ class MarginalGMRFNormal(Continuous):
     evaluated with sparse Cholesky factors of :math:`Q` and :math:`Q + A^\top
     \operatorname{diag}(\sigma^{-2}) A` only (see :mod:`pymc_sparse.distributions.marginal`
     for the formula).  Use it as the likelihood of ``observed`` data; recover the latent
-    field afterwards with :func:`pymc_sparse.latent.sample_latent`.
+    field afterwards with :func:`pymc_sparse.inference.latent.sample_latent`.
 
     ========  =================================================================
     Support   :math:`y \in \mathbb{R}^m`
@@ -355,7 +355,7 @@ class MarginalGMRFNormal(Continuous):
     ----------
     Q : SparseMatrix, scipy.sparse matrix or ndarray
         Symmetric positive-definite precision of the latent field (``n x n``), usually a
-        :class:`~pymc_sparse.sparse.SparseMatrix` whose values depend on random variables.
+        :class:`~pymc_sparse.ops.matrix.SparseMatrix` whose values depend on random variables.
     mu : tensor_like, default 0
         Prior mean of the latent field: a scalar or a length-``n`` vector.
     A : scipy.sparse matrix, ndarray or None
@@ -368,7 +368,7 @@ class MarginalGMRFNormal(Continuous):
         one factorisation (and one selected inverse for the gradient) per evaluation.  For
         :math:`Q = \tau(D - \alpha W)` use
         ``n * pt.log(tau) + pms.logdet1d.car_logdet_family(W, (0, 1 - 1e-4))(alpha)``
-        (certified to 1e-9, see :mod:`pymc_sparse.logdet1d`).  It must equal
+        (certified to 1e-9, see :mod:`pymc_sparse.logdet1d.table`).  It must equal
         :math:`\log\det Q` for every parameter value: nothing checks it at run time
         (``tests/test_marginal.py`` shows how to check yours at a few points).  Default:
         one factorisation of ``Q`` per evaluation.

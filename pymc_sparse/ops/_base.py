@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 
-from pymc_sparse._index import const_index
-from pymc_sparse.cholmod import CACHE
-from pymc_sparse.pattern import SparsityPattern
-from pymc_sparse.sparse import SparseMatrix, _as_float64_vector, as_sparse_matrix
+from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.ops._index import const_index
+from pymc_sparse.ops.matrix import SparseMatrix, _as_float64_vector, as_sparse_matrix
 
 __all__ = ["CACHE", "as_data", "check_pattern", "unpack"]
 
@@ -24,7 +24,9 @@ def check_pattern(pattern) -> SparsityPattern:
 def as_data(pattern: SparsityPattern, data):
     data = _as_float64_vector(data)
     if data.type.shape[0] is not None and data.type.shape[0] != pattern.nnz:
-        raise ValueError(f"{pattern!r} needs {pattern.nnz} values, `data` has {data.type.shape[0]}.")
+        raise ValueError(
+            f"{pattern!r} needs {pattern.nnz} values, `data` has {data.type.shape[0]}."
+        )
     return data
 
 

@@ -7,8 +7,8 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
 from pymc_sparse.ops._base import CACHE, as_data, check_pattern, runtime_data, unpack
+from pymc_sparse.ops.matrix import SparseMatrix
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
-from pymc_sparse.sparse import SparseMatrix
 
 __all__ = ["SparseSelectedInverse", "marginal_variances", "selected_inverse"]
 
@@ -17,7 +17,7 @@ class SparseSelectedInverse(Op):
     r"""Entries of :math:`S = Q^{-1}` on the (lower-triangle) pattern of :math:`Q`.
 
     Computed by the Takahashi recursions on the cached Cholesky factor
-    (:mod:`pymc_sparse.selinv`), in :math:`O(\text{flops of the factorisation})` time
+    (:mod:`pymc_sparse.linalg.takahashi`), in :math:`O(\text{flops of the factorisation})` time
     and :math:`O(\mathrm{nnz}(L))` memory.  NaN-filled when :math:`Q` is not positive
     definite.
 

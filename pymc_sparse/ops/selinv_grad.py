@@ -2,7 +2,6 @@ r"""Pullback of the selected inverse as an Op (second derivatives of the log-det
 
 from __future__ import annotations
 
-import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
@@ -24,7 +23,7 @@ class SparseSelectedInverseGrad(Op):
     with :math:`\bar B` the symmetric matrix holding :math:`\bar s_e / w_e` at
     :math:`(i, j)` and :math:`(j, i)`.  Computed exactly on the pattern of the cached
     Cholesky factor by the reverse sweeps of the Takahashi recursion and of the
-    Cholesky factorisation (:mod:`pymc_sparse.selinv_grad`), in
+    Cholesky factorisation (:mod:`pymc_sparse.linalg.takahashi_adjoint`), in
     :math:`O(\mathrm{nnz}(L))` memory; NaN-filled when :math:`Q` is not positive
     definite.
 

@@ -52,7 +52,9 @@ class SparseSolve(Op):
         if b.type.ndim not in (1, 2):
             raise TypeError(f"`b` must be a vector or an (n, k) matrix, got {b.type}.")
         if b.type.shape[0] is not None and b.type.shape[0] != self.pattern.n:
-            raise ValueError(f"`b` has {b.type.shape[0]} rows but Q is {self.pattern.n} x {self.pattern.n}.")
+            raise ValueError(
+                f"`b` has {b.type.shape[0]} rows but Q is {self.pattern.n} x {self.pattern.n}."
+            )
         if b.type.dtype != "float64":
             b = pt.cast(b, "float64")
         return Apply(self, [data, b], [b.type()])
@@ -61,7 +63,9 @@ class SparseSolve(Op):
         data, b = inputs
         data = runtime_data(self.pattern, data)
         if b.shape[0] != self.pattern.n:
-            raise ValueError(f"`b` has {b.shape[0]} rows but Q is {self.pattern.n} x {self.pattern.n}.")
+            raise ValueError(
+                f"`b` has {b.shape[0]} rows but Q is {self.pattern.n} x {self.pattern.n}."
+            )
         outputs[0][0] = CACHE.factor(self.pattern, data).solve(b)
 
     def infer_shape(self, fgraph, node, shapes):

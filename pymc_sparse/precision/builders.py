@@ -1,7 +1,7 @@
 r"""Precision matrices of common Gaussian Markov random fields.
 
 Each builder returns a symmetric ``scipy.sparse.csc_matrix`` when its parameters are
-numbers, and a :class:`~pymc_sparse.sparse.SparseMatrix` (static pattern, symbolic
+numbers, and a :class:`~pymc_sparse.ops.matrix.SparseMatrix` (static pattern, symbolic
 values) when a parameter is a PyTensor variable such as a PyMC random variable, so the
 same call builds a constant structure matrix or the precision of a hierarchical model:
 
@@ -33,9 +33,9 @@ import pytensor.tensor as pt
 import scipy.sparse as sp
 from pytensor.graph.basic import Constant, Variable
 
-from pymc_sparse.pattern import SparsityPattern
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.ops.matrix import SparseMatrix, as_sparse_matrix
 from pymc_sparse.precision.graph import degrees, validate_adjacency
-from pymc_sparse.sparse import SparseMatrix, as_sparse_matrix
 
 __all__ = [
     "ar1_precision",

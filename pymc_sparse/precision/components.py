@@ -38,8 +38,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from pymc_sparse.cholmod import CACHE
-from pymc_sparse.pattern import SparsityPattern
+from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.precision.graph import degrees
 
 __all__ = ["GraphComponents"]

@@ -44,8 +44,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pymc_sparse.cholmod import CACHE
-from pymc_sparse.pattern import SparsityPattern
+from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.precision.components import GraphComponents
 from pymc_sparse.precision.graph import degrees, validate_adjacency
 

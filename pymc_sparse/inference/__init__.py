@@ -1,0 +1,1 @@
+"""Inference on top of the distributions: hyperparameter samplers and latent recovery."""

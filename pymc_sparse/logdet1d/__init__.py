@@ -1,0 +1,1 @@
+"""Certified O(1) log-determinants of one-parameter matrix families (Chebyshev tables)."""

@@ -1,0 +1,245 @@
+"""Supernodal selected-inversion kernel: dense references, the simplicial reference
+kernel, CHOLMOD's factor read in place, and the factor cache's use of it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sksparse import cholmod as skc
+
+from pymc_sparse.linalg.cholmod import CholeskyCache
+from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.takahashi import (
+    cholmod_supernodal_view,
+    logdet_supernodal,
+    map_pattern_to_supernodes,
+    supernodal_to_csc,
+    supernodes,
+    supernodes_from_csc,
+    takahashi_simplicial,
+    takahashi_supernodal,
+)
+from tests.helpers import MATRIX_IDS, block_diagonal, grid_laplacian, matrix, random_spd
+
+
+def lattice3(m: int, shift: float = 0.1) -> sp.csc_matrix:
+    """3-D lattice Laplacian plus ``shift * I``."""
+    T = sp.diags([-np.ones(m - 1), 2.0 * np.ones(m), -np.ones(m - 1)], [-1, 0, 1])
+    eye = sp.identity(m)
+    A = sp.kron(sp.kron(T, eye), eye) + sp.kron(sp.kron(eye, T), eye)
+    return (A + sp.kron(sp.kron(eye, eye), T) + shift * sp.identity(m**3)).tocsc()
+
+
+def supernodal_factor(A, ordering="amd"):
+    """A CHOLMOD factor forced to be supernodal, with its plan and in-place values."""
+    low = sp.tril(A).tocsc()
+    f = skc.analyze(low, mode="supernodal", ordering_method=ordering).copy()
+    f.cholesky_inplace(low)
+    view = cholmod_supernodal_view(f, A.shape[0])
+    assert view is not None
+    return f, *view
+
+
+def dense_on_factor(A, f, indptr, indices):
+    """Dense ``inv(P A P')`` read on the pattern of L."""
+    p = f.P()
+    C = np.linalg.inv(A.toarray()[np.ix_(p, p)])
+    cols = np.repeat(np.arange(A.shape[0]), np.diff(indptr))
+    return C[indices, cols]
+
+
+def rel_err(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+CASES = [*MATRIX_IDS, "grid30", "random300", "disconnected", "lattice3_8"]
+
+
+def case(name):
+    rng = np.random.default_rng(3)
+    extra = {
+        "grid30": lambda: grid_laplacian(30),
+        "random300": lambda: random_spd(300, 0.02, rng),
+        "disconnected": lambda: block_diagonal(rng),
+        "lattice3_8": lambda: lattice3(8),
+    }
+    return extra[name]() if name in extra else matrix(name)
+
+
+@pytest.mark.parametrize("ordering", ["amd", "metis", "nesdis"])
+@pytest.mark.parametrize("name", CASES, ids=CASES)
+def test_cholmod_supernodal_matches_dense(name, ordering):
+    A = case(name)
+    f, plan, x = supernodal_factor(A, ordering)
+    Z = takahashi_supernodal(plan, x)
+    ip, ix, to_x = supernodal_to_csc(plan)
+    assert rel_err(Z[to_x], dense_on_factor(A, f, ip, ix)) < 1e-12
+
+
+@pytest.mark.parametrize("name", CASES, ids=CASES)
+def test_fundamental_supernodes_from_csc_match_dense(name):
+    A = case(name)
+    low = sp.tril(A).tocsc()
+    f = skc.analyze(low, mode="simplicial").copy()
+    f.cholesky_inplace(low)
+    L = sp.csc_matrix(f.L())
+    L.sort_indices()
+    plan, to_x = supernodes_from_csc(L.indptr, L.indices)
+    x = np.zeros(plan.xsize)
+    x[to_x] = L.data
+    Z = takahashi_supernodal(plan, x)[to_x]
+    assert rel_err(Z, dense_on_factor(A, f, L.indptr, L.indices)) < 1e-12
+    assert rel_err(Z, takahashi_simplicial(L.indptr, L.indices, L.data)) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "A",
+    [grid_laplacian(160), lattice3(22), random_spd(1500, 0.002, np.random.default_rng(5))],
+    ids=["grid160", "lattice3_22", "random1500"],
+)
+def test_large_matches_simplicial_reference(A):
+    f, plan, x = supernodal_factor(A, "metis")
+    ip, ix, to_x = supernodal_to_csc(plan)
+    Z = takahashi_supernodal(plan, x)[to_x]
+    assert rel_err(Z, takahashi_simplicial(ip, ix, x[to_x])) < 1e-12
+
+
+def test_in_place_values_equal_scikit_sparse_L():
+    A = grid_laplacian(40)
+    f, plan, x = supernodal_factor(A)
+    L = sp.csc_matrix(f.L())
+    L.sort_indices()
+    ip, ix, to_x = supernodal_to_csc(plan)
+    np.testing.assert_array_equal(ip, L.indptr)
+    np.testing.assert_array_equal(ix, L.indices)
+    np.testing.assert_array_equal(x[to_x], L.data)
+
+
+def test_factor_cache_uses_supernodal_kernel():
+    A = lattice3(10)  # enough fill for CHOLMOD to choose a supernodal factor
+    pattern, data = SparsityPattern.from_scipy(A)
+    cache = CholeskyCache()
+    fac = cache.factor(pattern, data)
+    S = fac.selected_inverse()
+    assert fac.symbolic.supernodes is not None
+    C = np.linalg.inv(A.toarray())
+    assert rel_err(S, C[pattern.rows, pattern.cols]) < 1e-12
+    # L() and selected_inverse_factor() stay aligned with each other.
+    L = fac.L()
+    assert L.has_sorted_indices
+    Z = fac.selected_inverse_factor()
+    assert rel_err(Z, takahashi_simplicial(L.indptr, L.indices, L.data)) < 1e-12
+    p = fac.symbolic.perm
+    assert rel_err((L @ L.T).toarray(), A.toarray()[np.ix_(p, p)]) < 1e-12
+    # A second factor of the same pattern reuses the plan, with new values.
+    fac2 = cache.factor(pattern, 2.0 * data)
+    assert rel_err(fac2.selected_inverse(), 0.5 * S) < 1e-12
+    assert fac2.symbolic.supernodes is fac.symbolic.supernodes
+    assert rel_err(fac2.L().toarray(), np.sqrt(2.0) * L.toarray()) < 1e-12
+    # Work arrays are recycled between factors without leaking old values.
+    assert len(fac.symbolic.selinv_work) >= 1
+    for scale in (3.0, 0.25, 5.0):
+        s = cache.factor(pattern, scale * data).selected_inverse()
+        assert rel_err(s, S / scale) < 1e-12
+    with pytest.raises(ValueError, match="contiguous float64"):
+        plan = fac.symbolic.supernodes
+        takahashi_supernodal(plan, np.ones(plan.xsize), out=np.ones(3))
+
+
+def test_factor_cache_simplicial_path_unchanged():
+    A = grid_laplacian(5)  # CHOLMOD factorises this one simplicially
+    pattern, data = SparsityPattern.from_scipy(A)
+    fac = CholeskyCache().factor(pattern, data)
+    S = fac.selected_inverse()
+    assert fac.symbolic.supernodes is None
+    assert rel_err(S, np.linalg.inv(A.toarray())[pattern.rows, pattern.cols]) < 1e-12
+
+
+def test_not_positive_definite_is_nan():
+    A = lattice3(10, shift=-1.0)
+    pattern, data = SparsityPattern.from_scipy(A)
+    fac = CholeskyCache().factor(pattern, data)
+    assert not fac.ok
+    assert np.all(np.isnan(fac.selected_inverse()))
+
+
+def test_singular_diagonal_block_gives_nan():
+    f, plan, x = supernodal_factor(grid_laplacian(20))
+    x = x.copy()
+    x[plan.px[-2]] = 0.0  # first diagonal entry of the last supernode
+    assert np.all(np.isnan(takahashi_supernodal(plan, x)))
+
+
+def test_bad_structure_and_values_raise():
+    # Column 0 has rows {0, 1, 2} but column 1 lacks row 2: not a Cholesky factor.
+    with pytest.raises(ValueError, match="missing"):
+        supernodes([0, 1, 2, 3], [0, 3, 4, 5], [0, 3, 4, 5], [0, 1, 2, 1, 2])
+    with pytest.raises(ValueError, match="missing"):
+        supernodes_from_csc(np.array([0, 3, 4, 5]), np.array([0, 1, 2, 1, 2]))
+    f, plan, x = supernodal_factor(grid_laplacian(20))
+    with pytest.raises(ValueError, match="supernodal values"):
+        takahashi_supernodal(plan, x[:-1])
+
+
+def test_view_rejects_unknown_objects():
+    A = grid_laplacian(20)
+    f, plan, x = supernodal_factor(A)
+    assert cholmod_supernodal_view(object(), A.shape[0]) is None
+    assert cholmod_supernodal_view(f, A.shape[0] + 1) is None
+    low = sp.tril(A).tocsc()
+    g = skc.analyze(low, mode="simplicial").copy()
+    g.cholesky_inplace(low)
+    assert cholmod_supernodal_view(g, A.shape[0]) is None
+
+
+def test_map_pattern_to_supernodes():
+    A = case("random300")
+    pattern, data = SparsityPattern.from_scipy(A)
+    f, plan, x = supernodal_factor(A)
+    q_to_x = map_pattern_to_supernodes(pattern, np.asarray(f.P()), plan)
+    C = np.linalg.inv(A.toarray())
+    Z = takahashi_supernodal(plan, x)
+    assert rel_err(Z[q_to_x], C[pattern.rows, pattern.cols]) < 1e-12
+
+
+@pytest.mark.slow  # a fresh interpreter importing pymc: ~5-20 s
+def test_kernel_is_cached_on_disk():
+    # A fresh process must load the compiled kernel instead of compiling it again.
+    takahashi_supernodal(*supernodal_factor(grid_laplacian(20))[1:])
+    code = (
+        "import numpy as np\n"
+        "from pymc_sparse.linalg.takahashi import _takahashi_supernodal as k\n"
+        "from pymc_sparse.linalg.takahashi import supernodes_from_csc, takahashi_supernodal\n"
+        "plan, to_x = supernodes_from_csc(np.array([0, 2, 3]), np.array([0, 1, 1]))\n"
+        "takahashi_supernodal(plan, np.ones(plan.xsize))\n"
+        "print(sum(k.stats.cache_hits.values()), sum(k.stats.cache_misses.values()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    hits, misses = map(int, out.stdout.split()[-2:])
+    assert (hits, misses) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("small", "nb"), [(0, 10**9), (0, 7), (10**9, 128)], ids=["blas", "blocked", "loops"]
+)
+def test_small_loop_and_blocked_paths_agree(small, nb):
+    # Large supernodes (dense root) and small ones: every code path of the kernel.
+    A = lattice3(12)
+    f, plan, x = supernodal_factor(A, "metis")
+    assert np.diff(plan.sup).max() > 2 * 7
+    ref = takahashi_supernodal(plan, x)
+    Z = takahashi_supernodal(plan, x, small=small, nb=nb)
+    ip, ix, to_x = supernodal_to_csc(plan)
+    assert rel_err(Z[to_x], ref[to_x]) < 1e-12
+    assert rel_err(ref[to_x], dense_on_factor(A, f, ip, ix)) < 1e-12
+
+
+def test_logdet_supernodal():
+    A = lattice3(10)
+    f, plan, x = supernodal_factor(A, "metis")
+    assert np.isclose(logdet_supernodal(plan, x), np.linalg.slogdet(A.toarray())[1], rtol=1e-12)
+    assert np.isclose(logdet_supernodal(plan, x), f.logdet(), rtol=1e-13)
