@@ -57,7 +57,13 @@ import numpy as np
 from pytensor.link.jax.dispatch import jax_funcify
 
 from pymc_sparse.dispatch._jax_linear_call import register as _register_linear_call_batching
-from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.host import (
+    host_logdet,
+    host_logdet_selinv,
+    host_selinv,
+    host_selinv_vjp,
+    host_solve,
+)
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.selinv import SparseSelectedInverse
@@ -105,28 +111,10 @@ def _check_float64(x, name: str) -> None:
 # ---------------------------------------------------------------------------------
 # Host side: NumPy in, NumPy out, never raises.
 # ---------------------------------------------------------------------------------
-def _guarded(fn, shape):
-    """``fn()``, or a NaN array of ``shape`` if it raises (callbacks must not raise)."""
-    try:
-        return fn()
-    except NotImplementedError:
-        # A missing feature fails the same way at every point: say so instead of NaN.
-        raise
-    except Exception:  # a failing callback would end the whole JAX program
-        _log.warning("pymc_sparse host callback failed; returning NaN.", exc_info=True)
-        return np.full(shape, np.nan)
-
-
-def _factor(pattern: SparsityPattern, data: np.ndarray):
-    return CACHE.factor(pattern, data)
-
-
 def _host_logdet(pattern: SparsityPattern, data) -> np.ndarray:
     data = np.asarray(data, dtype=_F64)
     flat = data.reshape(-1, pattern.nnz)
-    out = np.empty(flat.shape[0], dtype=_F64)
-    for i, d in enumerate(flat):  # one factorisation per batch member
-        out[i] = _guarded(lambda d=d: _factor(pattern, d).logdet(), ())
+    out = np.array([host_logdet(pattern, d) for d in flat], dtype=_F64)  # one factor each
     return out.reshape(data.shape[:-1])
 
 
@@ -135,23 +123,15 @@ def _host_logdet_selinv(pattern: SparsityPattern, data) -> tuple[np.ndarray, np.
     flat = data.reshape(-1, pattern.nnz)
     ld = np.empty(flat.shape[0], dtype=_F64)
     sel = np.empty_like(flat)
-
-    def both(d):
-        f = _factor(pattern, d)  # one factor for both, whatever the cache evicts meanwhile
-        return np.concatenate([[f.logdet()], f.selected_inverse()])
-
     for i, d in enumerate(flat):
-        out = _guarded(lambda d=d: both(d), (pattern.nnz + 1,))
-        ld[i], sel[i] = out[0], out[1:]
+        ld[i], sel[i] = host_logdet_selinv(pattern, d)
     return ld.reshape(data.shape[:-1]), sel.reshape(data.shape)
 
 
 def _host_selinv(pattern: SparsityPattern, data) -> np.ndarray:
     data = np.asarray(data, dtype=_F64)
     flat = data.reshape(-1, pattern.nnz)
-    out = np.empty_like(flat)
-    for i, d in enumerate(flat):
-        out[i] = _guarded(lambda d=d: _factor(pattern, d).selected_inverse(), (pattern.nnz,))
+    out = np.array([host_selinv(pattern, d) for d in flat], dtype=_F64).reshape(flat.shape)
     return out.reshape(data.shape)
 
 
@@ -167,18 +147,14 @@ def _host_solve(pattern: SparsityPattern, core_ndim: int, data, b) -> np.ndarray
         # One matrix, many right-hand sides (jacrev, vmap over b): one multi-column solve.
         bb = np.broadcast_to(b, out_shape).reshape(-1, *core)  # (m, n[, k])
         cols = np.moveaxis(bb, 0, 1).reshape(pattern.n, -1)  # (n, m[*k])
-        d = data.reshape(pattern.nnz)
-
-        def one():
-            x = _factor(pattern, d).solve(cols)
-            return np.moveaxis(x.reshape(pattern.n, bb.shape[0], *core[1:]), 1, 0)
-
-        return _guarded(one, bb.shape).reshape(out_shape)
+        x = host_solve(pattern, data, cols)
+        x = np.moveaxis(x.reshape(pattern.n, bb.shape[0], *core[1:]), 1, 0)
+        return x.reshape(out_shape)
     dd = np.broadcast_to(data, (*batch, pattern.nnz)).reshape(-1, pattern.nnz)
     bb = np.broadcast_to(b, out_shape).reshape(-1, *core)
     out = np.empty(bb.shape, dtype=_F64)
     for i in range(dd.shape[0]):
-        out[i] = _guarded(lambda i=i: _factor(pattern, dd[i]).solve(bb[i]), core)
+        out[i] = host_solve(pattern, dd[i], bb[i])
     return out.reshape(out_shape)
 
 
@@ -192,14 +168,8 @@ def _host_selinv_vjp(pattern: SparsityPattern, data, sbar) -> np.ndarray:
     else:
         dd = np.broadcast_to(data, (*batch, pattern.nnz)).reshape(-1, pattern.nnz)
     out = np.empty(ss.shape, dtype=_F64)
-
-    def one(d, s):
-        f = _factor(pattern, d)
-        return f.selected_inverse_vjp(s) if f.ok else np.full(pattern.nnz, np.nan)
-
     for i in range(ss.shape[0]):
-        d = dd[i if dd.shape[0] > 1 else 0]
-        out[i] = _guarded(lambda d=d, i=i: one(d, ss[i]), (pattern.nnz,))
+        out[i] = host_selinv_vjp(pattern, dd[i if dd.shape[0] > 1 else 0], ss[i])
     return out.reshape((*batch, pattern.nnz))
 
 

@@ -22,69 +22,21 @@ from __future__ import annotations
 import functools
 
 import numba
-import numpy as np
 from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import get_numba_type, numba_njit
 
-from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.host import host_logdet, host_selinv, host_selinv_vjp, host_solve
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
 
 __all__ = [
-    "host_logdet",
-    "host_selinv",
-    "host_solve",
     "numba_funcify_SparseLogDet",
     "numba_funcify_SparseSelectedInverse",
     "numba_funcify_SparseSelectedInverseGrad",
     "numba_funcify_SparseSolve",
 ]
-
-
-def _nan_on_error(fn, shape):
-    # Same policy as the JAX callbacks: no exception escapes into compiled code.
-    def guarded(*args):
-        try:
-            return fn(*args)
-        except NotImplementedError:
-            raise
-        except Exception:
-            return np.full(shape(*args), np.nan)
-
-    return guarded
-
-
-def host_logdet(pattern, data):
-    """``log det Q`` as a 0-d array, NaN if not positive definite."""
-    f = _nan_on_error(lambda d: np.asarray(CACHE.factor(pattern, d).logdet()), lambda d: ())
-    return np.asarray(f(np.asarray(data, dtype=np.float64)), dtype=np.float64)
-
-
-def host_selinv(pattern, data):
-    """Return the selected inverse on the stored pattern (a copy: the cache keeps its own)."""
-    f = _nan_on_error(
-        lambda d: CACHE.factor(pattern, d).selected_inverse().copy(), lambda d: (pattern.nnz,)
-    )
-    return f(np.asarray(data, dtype=np.float64))
-
-
-def host_solve(pattern, data, b):
-    """``Q^{-1} b`` for a vector or matrix ``b``."""
-    f = _nan_on_error(lambda d, v: CACHE.factor(pattern, d).solve(v), lambda d, v: v.shape)
-    return f(np.asarray(data, dtype=np.float64), np.asarray(b, dtype=np.float64))
-
-
-def host_selinv_vjp(pattern, data, sbar):
-    """Cotangent of the stored values from a cotangent of the selected inverse."""
-
-    def vjp(d, s):
-        f = CACHE.factor(pattern, d)
-        return f.selected_inverse_vjp(s) if f.ok else np.full(pattern.nnz, np.nan)
-
-    f = _nan_on_error(vjp, lambda d, s: (pattern.nnz,))
-    return f(np.asarray(data, dtype=np.float64), np.asarray(sbar, dtype=np.float64))
 
 
 def _objmode_unary(py_fn, ret_sig):

@@ -14,8 +14,10 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
+from pymc_sparse.linalg.graph import bipartite_components, components
 from pymc_sparse.linalg.lru import LRUCache
-from pymc_sparse.logdet1d.table import LogDetFamily, Singularity, _as_symmetric_csc, logdet_family
+from pymc_sparse.linalg.validate import symmetric_csc
+from pymc_sparse.logdet1d.table import LogDetFamily, Singularity, logdet_family
 
 __all__ = [
     "car_logdet_family",
@@ -30,7 +32,7 @@ _FAMILIES = LRUCache(16, "logdet tables")
 
 
 def _graph(W, name="W"):
-    W = _as_symmetric_csc(W, name)
+    W = symmetric_csc(W, name, rtol=1e-12).copy()
     W.setdiag(0)
     W.eliminate_zeros()
     if W.nnz and W.data.min() < 0:
@@ -39,25 +41,9 @@ def _graph(W, name="W"):
 
 
 def _components(W):
-    """Number of connected components and number of bipartite ones."""
-    from scipy.sparse.csgraph import breadth_first_order, connected_components
-
-    k, labels = connected_components(W, directed=False)
-    bip = 0
-    coo = sp.triu(W, 1).tocoo()
-    for comp in range(k):
-        nodes = np.flatnonzero(labels == comp)
-        if nodes.size == 1:
-            continue
-        order, pred = breadth_first_order(W, nodes[0], directed=False)
-        colour = np.full(W.shape[0], -1)
-        colour[order[0]] = 0
-        for v in order[1:]:
-            colour[v] = 1 - colour[pred[v]]
-        m = labels[coo.row] == comp
-        if np.all(colour[coo.row[m]] != colour[coo.col[m]]):
-            bip += 1
-    return k, bip, labels
+    """Return the numbers of connected and bipartite components, and the labels."""
+    k, labels = components(W)
+    return k, bipartite_components(W, labels), labels
 
 
 def car_logdet_family(W, interval=None, *, margin: float = 1e-4, **kwargs) -> LogDetFamily:

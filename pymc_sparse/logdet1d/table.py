@@ -71,6 +71,7 @@ import scipy.sparse as sp
 
 from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.validate import symmetric_csc
 from pymc_sparse.logdet1d.chebyshev import (
     _chop,
     _clenshaw,
@@ -596,24 +597,9 @@ def logdet_family(
     return fam
 
 
-def _as_symmetric_csc(A, name):
-    if isinstance(A, np.ndarray):
-        A = sp.csc_matrix(A)
-    if not sp.issparse(A):
-        raise TypeError(
-            f"`{name}` must be a scipy sparse matrix or a NumPy array, got {type(A).__name__}."
-        )
-    A = sp.csc_matrix(A, dtype=np.float64)
-    if A.shape[0] != A.shape[1]:
-        raise ValueError(f"`{name}` must be square, got shape {A.shape}.")
-    if abs(A - A.T).max() > 1e-12 * max(abs(A).max(), 1e-300):
-        raise ValueError(f"`{name}` must be symmetric; pass (A + A.T) / 2.")
-    return A
-
-
 def _union_values(A0, A1):
-    A0 = _as_symmetric_csc(A0, "A0")
-    A1 = _as_symmetric_csc(A1, "A1")
+    A0 = symmetric_csc(A0, "A0", rtol=1e-12)
+    A1 = symmetric_csc(A1, "A1", rtol=1e-12)
     if A0.shape != A1.shape:
         raise ValueError(f"A0 and A1 must have the same shape, got {A0.shape} and {A1.shape}.")
     # Union pattern with explicit zeros: |A0| + |A1| + I keeps every structural entry.

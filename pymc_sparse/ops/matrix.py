@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from pytensor.graph.basic import Constant, Variable
 
 from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.validate import symmetric_csc
 from pymc_sparse.ops._index import const_index
 
 __all__ = ["SparseMatrix", "as_constant_pattern_data", "as_sparse_matrix", "kron"]
@@ -48,30 +49,9 @@ def _as_float64_vector(data, what: str = "data"):
 
 
 def _check_symmetric_scipy(A, name: str = "Q", rtol: float = 1e-10):
-    A = sp.csc_matrix(A)
-    if A.shape[0] != A.shape[1]:
-        raise ValueError(f"`{name}` must be square, got shape {A.shape}.")
-    if A.dtype.kind == "c":
-        raise TypeError(f"`{name}` must be real, got dtype {A.dtype}.")
-    A = A.astype(np.float64)
-    if not np.all(np.isfinite(A.data)):
-        bad = np.flatnonzero(~np.isfinite(A.data))[:3]
-        raise ValueError(
-            f"`{name}` contains NaN or infinite values (first stored positions {bad.tolist()}); "
-            "replace them before building the model."
-        )
-    diff = (A - A.T).tocoo()
-    if diff.nnz:
-        scale = max(abs(A).max(), 1e-300)
-        worst = np.argmax(np.abs(diff.data))
-        if abs(diff.data[worst]) > rtol * scale:
-            i, j = int(diff.row[worst]), int(diff.col[worst])
-            raise ValueError(
-                f"`{name}` is not symmetric: {name}[{i}, {j}] = {A[i, j]!r} but "
-                f"{name}[{j}, {i}] = {A[j, i]!r}. Pass a symmetric matrix (e.g. (A + A.T) / 2); "
-                "only its lower triangle is stored."
-            )
-    return A
+    return symmetric_csc(
+        A, name, rtol=rtol, hint="Pass a symmetric matrix: only its lower triangle is stored."
+    )
 
 
 class SparseMatrix:

@@ -7,7 +7,8 @@ from pytensor.gradient import grad_not_implemented
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from pymc_sparse.ops._base import CACHE, as_data, check_pattern, runtime_data
+from pymc_sparse.linalg.host import host_selinv_vjp
+from pymc_sparse.ops._base import as_data, check_pattern, runtime_data
 
 __all__ = ["SparseSelectedInverseGrad"]
 
@@ -56,7 +57,7 @@ class SparseSelectedInverseGrad(Op):
         data, sbar = inputs
         data = runtime_data(self.pattern, data)
         sbar = runtime_data(self.pattern, sbar)
-        outputs[0][0] = CACHE.factor(self.pattern, data).selected_inverse_vjp(sbar)
+        outputs[0][0] = host_selinv_vjp(self.pattern, data, sbar)
 
     def infer_shape(self, fgraph, node, shapes):
         return [(self.pattern.nnz,)]

@@ -6,8 +6,8 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from pymc_sparse.linalg.host import host_solve
 from pymc_sparse.ops._base import (
-    CACHE,
     as_data,
     check_pattern,
     lower_pair_product,
@@ -66,7 +66,7 @@ class SparseSolve(Op):
             raise ValueError(
                 f"`b` has {b.shape[0]} rows but Q is {self.pattern.n} x {self.pattern.n}."
             )
-        outputs[0][0] = CACHE.factor(self.pattern, data).solve(b)
+        outputs[0][0] = host_solve(self.pattern, data, b)
 
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[1]]

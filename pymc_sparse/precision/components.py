@@ -36,9 +36,9 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse import csgraph
 
 from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.graph import components
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.precision.graph import degrees
 
@@ -66,8 +66,7 @@ class GraphComponents:
     @classmethod
     def from_adjacency(cls, W: sp.csc_matrix) -> GraphComponents:
         """Components of an already validated adjacency matrix."""
-        k, labels = csgraph.connected_components(W, directed=False)
-        labels = np.asarray(labels, dtype=np.int64)
+        k, labels = components(W)
         return cls(W, W.shape[0], labels, np.bincount(labels, minlength=k))
 
     @property

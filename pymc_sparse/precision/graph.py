@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from pytensor.graph.basic import Constant, Variable
-from scipy.sparse import csgraph
+
+from pymc_sparse.linalg.graph import components
+from pymc_sparse.linalg.validate import as_csc_float64, symmetric_csc
 
 __all__ = ["connected_components", "degrees", "isolated_nodes", "validate_adjacency"]
 
@@ -24,20 +26,7 @@ def _to_scipy(W, name: str) -> sp.csc_matrix:
             f"`{name}` must be a constant (NumPy array or scipy.sparse matrix), got the symbolic "
             f"{W.type}. Its sparsity pattern must be known when the model is built."
         )
-    if sp.issparse(W):
-        if W.ndim != 2:
-            raise ValueError(f"`{name}` must be a 2-D matrix, got ndim={W.ndim}.")
-        A = sp.csc_matrix(W)
-    else:
-        arr = np.asarray(W)
-        if arr.dtype == object:
-            raise TypeError(f"`{name}` must be a numeric matrix, got an object array.")
-        if arr.ndim != 2:
-            raise ValueError(f"`{name}` must be a 2-D matrix, got shape {arr.shape}.")
-        A = sp.csc_matrix(arr)
-    if A.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must hold real numbers, got dtype {A.dtype}.")
-    return A.astype(np.float64)
+    return as_csc_float64(W, name)
 
 
 def validate_adjacency(W, name: str = "W", *, rtol: float = 1e-12) -> sp.csc_matrix:
@@ -71,8 +60,6 @@ def validate_adjacency(W, name: str = "W", *, rtol: float = 1e-12) -> sp.csc_mat
         For symbolic or non-numeric input.
     """
     A = _to_scipy(W, name)
-    if A.shape[0] != A.shape[1]:
-        raise ValueError(f"`{name}` must be square, got shape {A.shape}.")
     if A.shape[0] < 1:
         raise ValueError(f"`{name}` is empty.")
     A.sum_duplicates()
@@ -99,20 +86,14 @@ def validate_adjacency(W, name: str = "W", *, rtol: float = 1e-12) -> sp.csc_mat
             "The diagonal of an adjacency matrix must be zero (set it with W.setdiag(0))."
         )
     A.eliminate_zeros()
-    diff = (A - A.T).tocoo()
-    diff.eliminate_zeros()
-    if diff.nnz:
-        scale = max(float(np.abs(A.data).max()), 1e-300)
-        k = int(np.argmax(np.abs(diff.data)))
-        if abs(diff.data[k]) > rtol * scale:
-            i, j = int(diff.row[k]), int(diff.col[k])
-            raise ValueError(
-                f"`{name}` is not symmetric: {name}[{i}, {j}] = {A[i, j]!r} but {name}[{j}, {i}] = "
-                f"{A[j, i]!r}. Neighbourhood relations must be mutual; symmetrise W "
-                "(e.g. W.maximum(W.T)) if the data lists each edge once."
-            )
-        A = ((A + A.T) * 0.5).tocsc()
-    A.sort_indices()
+    A = symmetric_csc(
+        A,
+        name,
+        rtol=rtol,
+        symmetrise=True,
+        hint="Neighbourhood relations must be mutual; symmetrise W (e.g. W.maximum(W.T)) "
+        "if the data lists each edge once.",
+    )
     return A
 
 
@@ -136,9 +117,7 @@ def connected_components(W) -> tuple[int, np.ndarray]:
         Component of each node, numbered ``0 .. n_components - 1`` in order of first
         appearance, so node 0 is always in component 0.
     """
-    A = validate_adjacency(W)
-    k, labels = csgraph.connected_components(A, directed=False)
-    return int(k), np.asarray(labels, dtype=np.int64)
+    return components(validate_adjacency(W))
 
 
 def isolated_nodes(W) -> np.ndarray:
