@@ -4,6 +4,7 @@
 #   bash dev.sh demo       set up, then fit the Scottish lip cancer BYM2 model
 #   bash dev.sh test       set up, then run the default test suite
 #   bash dev.sh test-slow  set up, then run the whole suite including slow tests
+#   bash dev.sh lint       set up, then ruff check + format check (also run by test)
 #   bash dev.sh bench      set up (with benchmark extras), then run benchmarks/run_all.py
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -47,6 +48,13 @@ setup() {
   touch "$stamp"
 }
 
+# The checks of .pre-commit-config.yaml, with the pinned ruff of the test extra.
+lint() {
+  echo "[lint] ruff check + ruff format --check"
+  "$VENV/bin/ruff" check pymc_sparse tests models benchmarks docs
+  "$VENV/bin/ruff" format --check -q pymc_sparse tests models benchmarks docs
+}
+
 cmd=${1:-test}
 case "$cmd" in
   setup) setup "test,jax" ;;
@@ -55,7 +63,11 @@ case "$cmd" in
     exec "$VENV/bin/python" -m models.scotland_bym2 ;;
   test)
     setup "test,jax"
+    lint
     exec "$VENV/bin/python" -m pytest -n 2 -q ;;
+  lint)
+    setup "test,jax"
+    lint ;;
   test-slow)
     setup "test,jax"
     exec "$VENV/bin/python" -m pytest -n 2 -q --runslow ;;
@@ -65,5 +77,5 @@ case "$cmd" in
   docs)
     setup "test,jax,docs"
     exec "$VENV/bin/python" -m sphinx -b html docs docs/_build/html ;;
-  *) echo "usage: bash dev.sh {setup|demo|test|test-slow|bench|docs}" >&2; exit 2 ;;
+  *) echo "usage: bash dev.sh {setup|demo|test|test-slow|lint|bench|docs}" >&2; exit 2 ;;
 esac

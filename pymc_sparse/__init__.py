@@ -51,7 +51,7 @@ from pymc_sparse.precision import rw2 as rw2
 from pymc_sparse.precision import scaling_factor as scaling_factor
 from pymc_sparse.precision import validate_adjacency as validate_adjacency
 
-__version__ = "0.1.0"
+from pymc_sparse._version import __version__ as __version__
 
 import pymc_sparse.dispatch.numba
 

@@ -61,7 +61,6 @@ from pymc.distributions.shape_utils import rv_size_is_none
 from pymc.logprob.abstract import _logprob
 from pytensor.tensor.random.op import RandomVariable
 
-from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.sampling import sample_gmrf_numeric
 from pymc_sparse.ops import logdet, solve
@@ -69,11 +68,9 @@ from pymc_sparse.ops._index import const_index
 from pymc_sparse.ops.matrix import SparseMatrix, as_sparse_matrix
 
 __all__ = [
-    "ConditionalPrecision",
     "MarginalGMRFNormal",
     "MarginalGMRFNormalRV",
     "ObservationMatrix",
-    "conditional_latent_numeric",
     "conditional_precision",
     "marginal_gmrf_normal_logp",
 ]
@@ -469,73 +466,3 @@ def _marginal_gmrf_normal_support_point(op, rv, rng, size, data, mu, sigma, logd
     if not rv_size_is_none(size):
         point = pt.full((*size, op.design.m), point)
     return point
-
-
-class ConditionalPrecision:
-    r"""Numeric :math:`Q_{\mathrm{post}} = Q + A^\top D A` with the index maps built once.
-
-    Uses the same union pattern as :func:`conditional_precision`, so the factor cache
-    serves both the model's log-density and the latent recovery.
-    """
-
-    def __init__(self, pattern: SparsityPattern, design: ObservationMatrix):
-        self.pattern = pattern
-        self.design = design
-        self.union, self.ia, self.ib = pattern.union(design.ata_pattern)
-        self._off = np.flatnonzero(~pattern.is_diag)
-
-    def values(self, data, d) -> np.ndarray:
-        r"""Return the stored values of :math:`Q_{\mathrm{post}}` on ``self.union``."""
-        out = np.zeros(self.union.nnz)
-        out[self.ia] += data  # ia and ib are injective maps into the union
-        out[self.ib] += self.design.ata_values_numeric(d)
-        return out
-
-    def q_matvec(self, data, x) -> np.ndarray:
-        """``Q @ x`` from the stored lower triangle."""
-        p = self.pattern
-        n = p.n
-        out = np.bincount(p.rows, weights=data * x[p.cols], minlength=n)
-        o = self._off
-        out += np.bincount(p.cols[o], weights=data[o] * x[p.rows[o]], minlength=n)
-        return out
-
-
-_CONDITIONALS: dict = {}
-
-
-def conditional_precision_numeric(pattern, design) -> ConditionalPrecision:
-    """Return the (memoised) :class:`ConditionalPrecision` of a pattern and a design."""
-    key = (pattern, design)
-    cp = _CONDITIONALS.get(key)
-    if cp is None:
-        if len(_CONDITIONALS) > 16:
-            _CONDITIONALS.clear()
-        cp = _CONDITIONALS[key] = ConditionalPrecision(pattern, design)
-    return cp
-
-
-def conditional_latent_numeric(pattern, data, mu, design: ObservationMatrix, sigma, y):
-    r"""Mean and factor of the conditional :math:`x \mid \theta, y`.
-
-    :math:`x \mid \theta, y \sim N(Q_{\mathrm{post}}^{-1}(Q\mu + c), Q_{\mathrm{post}}^{-1})`
-    with :math:`c = A^\top D y`.
-
-    Returns
-    -------
-    mean : ndarray
-        :math:`Q_{\mathrm{post}}^{-1}(Q\mu + A^\top D y)`, NaN if not positive definite.
-    factor : Factor
-        Cached factor of :math:`Q_{\mathrm{post}}` (``.solve_Lt_perm`` for draws,
-        ``.marginal_variances()`` for the conditional variances).
-    """
-    data = np.asarray(data, np.float64)
-    mu = np.broadcast_to(np.asarray(mu, np.float64), (pattern.n,))
-    sigma = np.broadcast_to(np.asarray(sigma, np.float64), (design.m,))
-    d = 1.0 / sigma**2
-    cp = conditional_precision_numeric(pattern, design)
-    f = CACHE.factor(cp.union, cp.values(data, d))
-    rhs = design.A.T @ (d * np.asarray(y, np.float64))
-    if np.any(mu):
-        rhs = rhs + cp.q_matvec(data, mu)
-    return f.solve(rhs), f

@@ -185,6 +185,20 @@ class SparsityPattern:
             shape=(self.n, self.n),
         )
 
+    def matvec(self, data, x) -> np.ndarray:
+        r"""Return :math:`Q x` (or :math:`Q X` for an ``(n, k)`` array) from the stored values.
+
+        The numeric matvec of the package: each stored off-diagonal value acts twice,
+        :math:`(Qx)_i = \sum_{(i,j)} q_{ij} x_j + \sum_{(j,i),\, i \ne j} q_{ji} x_j`,
+        as one sparse product with the lower triangle and one with its transpose.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[0] != self.n:
+            raise ValueError(f"x has {x.shape[0]} rows; the matrix has n = {self.n}.")
+        L = self.lower_csc(data)
+        strict = L - sp.diags(L.diagonal())
+        return L @ x + strict.T @ x
+
     def index_of(self, rows, cols) -> np.ndarray:
         """Positions in ``data`` of entries (rows, cols) of either triangle; -1 if absent."""
         r = np.maximum(np.asarray(rows, np.int64), np.asarray(cols, np.int64))
