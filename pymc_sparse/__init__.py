@@ -8,15 +8,22 @@ cache's :func:`cache_info` / :func:`clear_cache` / :func:`cholesky`.
 
 import importlib.util
 
+import pymc_sparse.dispatch.numba
+
 # Distributions and precision builders (issue 4), one-parameter log-determinants (issue 9).
 from pymc_sparse import precision as precision
+from pymc_sparse._version import __version__ as __version__
 from pymc_sparse.distributions import BYM2 as BYM2
 from pymc_sparse.distributions import CAR as CAR
 from pymc_sparse.distributions import ICAR as ICAR
 from pymc_sparse.distributions import SparseGMRF as SparseGMRF
+from pymc_sparse.distributions.laplace import LaplaceGMRF as LaplaceGMRF
 from pymc_sparse.distributions.marginal import MarginalGMRFNormal as MarginalGMRFNormal
 from pymc_sparse.distributions.marginal import ObservationMatrix as ObservationMatrix
 from pymc_sparse.inference.imh import sample_imh as sample_imh
+from pymc_sparse.inference.laplace_numeric import LaplacePosterior as LaplacePosterior
+from pymc_sparse.inference.laplace_numeric import NotConvergedError as NotConvergedError
+from pymc_sparse.inference.laplace_numeric import laplace_posterior as laplace_posterior
 from pymc_sparse.inference.latent import sample_latent as sample_latent
 from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError as NotPositiveDefiniteError
 from pymc_sparse.linalg.cholmod import cache_info as cache_info
@@ -51,10 +58,7 @@ from pymc_sparse.precision import rw2 as rw2
 from pymc_sparse.precision import scaling_factor as scaling_factor
 from pymc_sparse.precision import validate_adjacency as validate_adjacency
 
-from pymc_sparse._version import __version__ as __version__
-
-import pymc_sparse.dispatch.numba
-
 if importlib.util.find_spec("jax") is not None:  # registers jax_funcify for every Op
     import pymc_sparse.dispatch.jax
+    import pymc_sparse.dispatch.jax_laplace
     import pymc_sparse.dispatch.jax_table  # noqa: F401
