@@ -21,10 +21,14 @@ from pymc_sparse.distributions.laplace import LaplaceGMRF as LaplaceGMRF
 from pymc_sparse.distributions.marginal import MarginalGMRFNormal as MarginalGMRFNormal
 from pymc_sparse.distributions.marginal import ObservationMatrix as ObservationMatrix
 from pymc_sparse.inference.imh import sample_imh as sample_imh
+from pymc_sparse.inference.laplace_check import check_laplace as check_laplace
+from pymc_sparse.inference.laplace_grid import fit_laplace_grid as fit_laplace_grid
 from pymc_sparse.inference.laplace_numeric import LaplacePosterior as LaplacePosterior
 from pymc_sparse.inference.laplace_numeric import NotConvergedError as NotConvergedError
 from pymc_sparse.inference.laplace_numeric import laplace_posterior as laplace_posterior
 from pymc_sparse.inference.latent import sample_latent as sample_latent
+from pymc_sparse.inference.marginalize import MarginalizeError as MarginalizeError
+from pymc_sparse.inference.marginalize import marginalize_laplace as marginalize_laplace
 from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError as NotPositiveDefiniteError
 from pymc_sparse.linalg.cholmod import cache_info as cache_info
 from pymc_sparse.linalg.cholmod import cholesky as cholesky

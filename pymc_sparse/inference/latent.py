@@ -40,32 +40,33 @@ import pytensor
 import xarray as xr
 from pytensor.graph.basic import Constant
 
-from pymc_sparse.distributions.marginal import (
-    MarginalGMRFNormalRV,
-    conditional_latent_numeric,
-)
+from pymc_sparse.distributions.marginal import MarginalGMRFNormalRV
+from pymc_sparse.inference.conditional import conditional_latent_numeric
+from pymc_sparse.inference.latent_laplace import is_laplace_rv, sample_latent_laplace
 
 __all__ = ["sample_latent"]
 
 
+def _is_marginal(rv) -> bool:
+    return (rv.owner is not None and isinstance(rv.owner.op, MarginalGMRFNormalRV)) or (
+        is_laplace_rv(rv)
+    )
+
+
 def _find_marginal_rv(model, var_name):
     if var_name is None:
-        found = [
-            rv
-            for rv in model.observed_RVs
-            if rv.owner is not None and isinstance(rv.owner.op, MarginalGMRFNormalRV)
-        ]
+        found = [rv for rv in model.observed_RVs if _is_marginal(rv)]
         if len(found) != 1:
             raise ValueError(
-                f"The model has {len(found)} MarginalGMRFNormal observed variables; pass "
-                "`var_name` to choose one."
+                f"The model has {len(found)} MarginalGMRFNormal or LaplaceGMRF observed "
+                "variables; pass `var_name` to choose one."
             )
         return found[0]
     rv = model[var_name]
-    if rv.owner is None or not isinstance(rv.owner.op, MarginalGMRFNormalRV):
+    if not _is_marginal(rv):
         raise TypeError(
-            f"{var_name!r} is not a MarginalGMRFNormal variable; sample_latent recovers the "
-            "latent field integrated out by that likelihood."
+            f"{var_name!r} is not a MarginalGMRFNormal or LaplaceGMRF variable; sample_latent "
+            "recovers the latent field integrated out by such a likelihood."
         )
     if rv not in model.observed_RVs:
         raise ValueError(f"{var_name!r} must be observed (the latent posterior conditions on y).")
@@ -109,6 +110,8 @@ def sample_latent(
     store_conditional: bool = False,
     seed=None,
     progressbar: bool = True,
+    importance: bool = False,
+    n_importance: int = 100,
 ) -> xr.Dataset:
     r"""Draw the integrated-out latent field for every (thinned) posterior draw.
 
@@ -134,6 +137,11 @@ def sample_latent(
         Also return the per-draw conditional means (and sds) — ``chain x draw x n`` arrays.
     seed : int or numpy.random.Generator, optional
     progressbar : bool, default True
+    importance : bool, default False
+        LaplaceGMRF only: correct the Gaussian approximation of :math:`x \mid \theta, y` by
+        importance sampling with ``n_importance`` proposals per draw, and report the
+        relative effective sample size (see :mod:`.latent_laplace`).
+    n_importance : int, default 100
 
     Returns
     -------
@@ -146,10 +154,22 @@ def sample_latent(
 
     Notes
     -----
+    For a :class:`~pymc_sparse.distributions.laplace.LaplaceGMRF` likelihood the draws
+    are from the Laplace approximation :math:`N(x^*, H^{-1})` at every draw of
+    :math:`\theta`; after :func:`~pymc_sparse.marginalize_laplace` they come back under the
+    names of the integrated-out variables (``{var}``, ``{var}_mean``, ``{var}_sd``, e.g.
+    ``b_u`` and ``b_v`` of a BYM2), with the Deterministics that depended on them (``b``,
+    relative risks) recomputed per draw; ``importance=True`` adds ``{var}_is_mean``,
+    ``laplace_is_ess`` and ``laplace_log_ratio`` (chain, draw).
+
     Draws whose hyperparameters make :math:`Q_{\mathrm{post}}` not positive definite
     (impossible for a valid posterior draw) come back NaN.
     """
     rv = _find_marginal_rv(model, var_name)
+    if is_laplace_rv(rv):
+        return _laplace_path(
+            idata, model, rv, name, node_dim, thin, seed, progressbar, importance, n_importance
+        )
     op = rv.owner.op
     pattern, design = op.pattern, op.design
     data_v, mu_v, sigma_v = rv.owner.inputs[2:5]
@@ -234,3 +254,29 @@ def sample_latent(
     ds.attrs["thin"] = thin
     ds.attrs["source_variable"] = rv.name
     return ds
+
+
+def _laplace_path(idata, model, rv, name, node_dim, thin, seed, progressbar, importance, n_imp):
+    thin = int(thin)
+    if thin < 1:
+        raise ValueError(f"`thin` must be a positive integer, got {thin}.")
+    posterior = idata.posterior if hasattr(idata, "posterior") else idata
+    total = posterior.sizes["chain"] * len(range(0, posterior.sizes["draw"], thin))
+    bar = _progress(total, f"Laplace latent field ({rv.owner.op.structure.n} nodes)", progressbar)
+    try:
+        return sample_latent_laplace(
+            idata,
+            model,
+            rv,
+            _observed_value(model, rv),
+            name=name,
+            node_dim=node_dim,
+            thin=thin,
+            importance=importance,
+            n_importance=n_imp,
+            seed=seed,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar[0].stop()
