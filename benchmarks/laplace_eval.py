@@ -19,9 +19,9 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from pymc_sparse.inference.laplace_numeric import laplace_gradient, laplace_state, make_inputs
-from pymc_sparse.inference.laplace_structure import LaplaceStructure
 from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.laplace import laplace_gradient, laplace_state, make_inputs
+from pymc_sparse.linalg.laplace.structure import LaplaceStructure
 from pymc_sparse.linalg.pattern import SparsityPattern
 
 

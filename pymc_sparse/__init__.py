@@ -23,9 +23,6 @@ from pymc_sparse.distributions.marginal import ObservationMatrix as ObservationM
 from pymc_sparse.inference.imh import sample_imh as sample_imh
 from pymc_sparse.inference.laplace_check import check_laplace as check_laplace
 from pymc_sparse.inference.laplace_grid import fit_laplace_grid as fit_laplace_grid
-from pymc_sparse.inference.laplace_numeric import LaplacePosterior as LaplacePosterior
-from pymc_sparse.inference.laplace_numeric import NotConvergedError as NotConvergedError
-from pymc_sparse.inference.laplace_numeric import laplace_posterior as laplace_posterior
 from pymc_sparse.inference.latent import sample_latent as sample_latent
 from pymc_sparse.inference.marginalize import MarginalizeError as MarginalizeError
 from pymc_sparse.inference.marginalize import marginalize_laplace as marginalize_laplace
@@ -33,6 +30,9 @@ from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError as NotPositiveDe
 from pymc_sparse.linalg.cholmod import cache_info as cache_info
 from pymc_sparse.linalg.cholmod import cholesky as cholesky
 from pymc_sparse.linalg.cholmod import clear_cache as clear_cache
+from pymc_sparse.linalg.laplace import LaplacePosterior as LaplacePosterior
+from pymc_sparse.linalg.laplace import NotConvergedError as NotConvergedError
+from pymc_sparse.linalg.laplace import laplace_posterior as laplace_posterior
 from pymc_sparse.linalg.pattern import SparsityPattern as SparsityPattern
 from pymc_sparse.logdet1d.families import car_logdet_family as car_logdet_family
 from pymc_sparse.logdet1d.families import leroux_logdet_family as leroux_logdet_family

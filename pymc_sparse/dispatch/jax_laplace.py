@@ -28,8 +28,8 @@ import numpy as np
 from pytensor.link.jax.dispatch import jax_funcify
 
 from pymc_sparse.dispatch.jax import _check_float64, _require_x64
-from pymc_sparse.inference.laplace_structure import LaplaceStructure
 from pymc_sparse.linalg.host import nan_guard
+from pymc_sparse.linalg.laplace.structure import LaplaceStructure
 from pymc_sparse.ops.laplace import (
     LaplaceMarginal,
     LaplaceMarginalGrad,

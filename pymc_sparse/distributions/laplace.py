@@ -9,7 +9,7 @@ and :math:`\log p(y \mid \theta)` is replaced by its Laplace approximation at th
 :math:`x^*` of :math:`x \mid y, \theta` (Rue, Martino & Chopin 2009), computed with sparse
 Cholesky factors only; its gradient with respect to the values of :math:`Q`, :math:`\mu`,
 :math:`o`, the values of :math:`A` and the family parameter comes from the implicit
-function theorem (:mod:`pymc_sparse.inference.laplace_numeric`).
+function theorem (:mod:`pymc_sparse.linalg.laplace`).
 
 References
 ----------
@@ -33,9 +33,9 @@ from pytensor.tensor.random.op import RandomVariable
 from scipy.special import expit
 
 from pymc_sparse.distributions.marginal import _as_length
-from pymc_sparse.inference.laplace_families import get_family
-from pymc_sparse.inference.laplace_numeric import sample_prior
-from pymc_sparse.inference.laplace_structure import LaplaceStructure
+from pymc_sparse.linalg.laplace import sample_prior
+from pymc_sparse.linalg.laplace.families import get_family
+from pymc_sparse.linalg.laplace.structure import LaplaceStructure
 from pymc_sparse.ops._index import const_index
 from pymc_sparse.ops.laplace import LaplaceMarginal
 from pymc_sparse.ops.matrix import _as_float64_vector, as_sparse_matrix
@@ -46,7 +46,7 @@ __all__ = ["LaplaceGMRF", "LaplaceGMRFRV"]
 class LaplaceGMRFRV(RandomVariable):
     """Observations of a latent GMRF: inputs ``(q, mu, offset, a, n_trials, phi)``.
 
-    ``structure`` (a :class:`~pymc_sparse.inference.laplace_structure.LaplaceStructure`)
+    ``structure`` (a :class:`~pymc_sparse.linalg.laplace.structure.LaplaceStructure`)
     holds the patterns of :math:`Q` and :math:`A`, the family and the constraint.  Draws
     sample the field exactly from its (constrained) prior, then the observations.
     """

@@ -34,7 +34,11 @@ adaptive importance sampling:
    the weights truncated (Ionides 2008), and a mixture of ``components`` Gaussians fitted
    to them by EM becomes the next proposal (each component a t with ``df``).  A mixture
    follows skewed posteriors that a single t misses, such as a noise sd weakly separated
-   from a field's own small-scale variance (its log has a long left tail).
+   from a field's own small-scale variance (its log has a long left tail).  EM
+   components that collapse onto a few draws are dropped or have their covariance
+   repaired (eigenvalues floored), so a degenerate fit never raises.  When the last
+   proposal's own importance efficiency (Kish ESS / draws) is below 10 %, up to two
+   more rounds are run: an unlucky seed refits instead of keeping a poor proposal.
 3. The kept draws use the defensive mixture :math:`0.9\,q_{\text{fit}} +
    0.1\,t_3(m, 16S)` (:math:`m, S` the weighted mean and covariance; Hesterberg 1995):
    the wide component bounds :math:`w` where the fit is too light.  Each chain starts from
@@ -86,6 +90,19 @@ __all__ = ["sample_imh"]
 _DEFENSIVE = (0.1, 16.0, 3.0)
 #: Importance-sampling rounds that fit the proposal.
 _ROUNDS = 2
+#: Extra rounds while the last proposal's own importance efficiency (ESS / draws) is
+#: below ``_POOR``: a poor fit on an unlucky seed is refitted instead of kept.
+_EXTRA_ROUNDS, _POOR = 2, 0.1
+
+
+def _efficiency(logw) -> float:
+    """Return Kish's effective sample size over the number of draws, for log weights."""
+    logw = np.asarray(logw, np.float64)
+    if not np.any(np.isfinite(logw)):
+        return 0.0
+    w = np.exp(logw - np.max(logw[np.isfinite(logw)]))
+    w = np.where(np.isfinite(w), w, 0.0)
+    return float(w.sum() ** 2 / np.sum(w**2) / w.size)
 
 
 class _Raveled:
@@ -158,14 +175,22 @@ def _laplace(f: _Raveled, start, h: float):
     return x, cov, int(res.nfev)
 
 
+def _t(loc, shape, df):
+    """A multivariate t; a shape SciPy finds singular is repaired (never raises on it)."""
+    try:
+        return multivariate_t(loc=loc, shape=shape, df=df)
+    except (ValueError, np.linalg.LinAlgError):
+        k = len(loc)
+        fixed = _repair_cov(np.asarray(shape, np.float64), float(np.trace(shape)) / k)
+        return multivariate_t(loc=loc, shape=np.eye(k) if fixed is None else fixed, df=df)
+
+
 class _Proposal:
     """Mixture of multivariate t's: weights, centres, scale matrices, degrees of freedom."""
 
     def __init__(self, weights, locs, shapes, dfs):
         self.logw = np.log(np.asarray(weights, np.float64) / np.sum(weights))
-        self.parts = [
-            multivariate_t(loc=m, shape=S, df=v) for m, S, v in zip(locs, shapes, dfs, strict=True)
-        ]
+        self.parts = [_t(m, S, v) for m, S, v in zip(locs, shapes, dfs, strict=True)]
         self.dim = self.parts[0].dim
 
     def rvs(self, size, rng):
@@ -199,36 +224,69 @@ def _weighted_moments(x, w):
     return m, (w[:, None] * d).T @ d
 
 
+def _repair_cov(cov, scale: float):
+    """Return ``cov`` symmetrised, eigenvalues floored; None if it is not finite.
+
+    The floor is ``1e-6`` of the larger of its largest eigenvalue and ``scale``.  EM can
+    shrink a component onto a few heavily weighted draws (rank-deficient covariance);
+    SciPy's multivariate t rejects a shape whose eigenvalues fall below about ``1e-10`` of
+    the largest (issue 18: ``LinAlgError`` in 1 of 20 seeds).  A floor of ``1e-6`` keeps
+    every component a valid, if narrow, density (condition number at most ``1e6``).
+    """
+    cov = 0.5 * (cov + cov.T)
+    if not np.all(np.isfinite(cov)):
+        return None
+    lam, V = np.linalg.eigh(cov)
+    floor = 1e-6 * max(float(lam.max()), scale)
+    if not floor > 0:
+        return None
+    return (V * np.maximum(lam, floor)) @ V.T
+
+
 def _fit_mixture(x, w, components, df, iters=100):
-    """Weighted EM for a Gaussian mixture; returns it as a mixture of t's (``df``)."""
+    """Weighted EM for a Gaussian mixture; returns it as a mixture of t's (``df``).
+
+    A component is dropped when its Kish effective sample size falls below ``k + 1``
+    (too few draws to estimate a ``k``-dimensional covariance); every covariance is
+    repaired by :func:`_repair_cov`.  If no component survives, the single t fitted to
+    the weighted moments is returned, so a degenerate fit never raises.
+    """
     n, k = x.shape
     m, S = _weighted_moments(x, w)
-    ridge = 1e-9 * np.trace(S) / k * np.eye(k)
+    scale = max(float(np.trace(S)) / k, np.finfo(np.float64).tiny)
+    S = _repair_cov(S, scale)
+    if S is None:
+        raise RuntimeError("The importance weights are not finite; use pm.sample.")
     # Start: centres at weighted quantiles along the first principal axis.
-    evals, evecs = np.linalg.eigh(S)
+    _, evecs = np.linalg.eigh(S)
     proj = (x - m) @ evecs[:, -1]
     order = np.argsort(proj)
     cdf = np.cumsum(w[order])
     qs = (np.arange(components) + 0.5) / components
     locs = x[order[np.minimum(np.searchsorted(cdf, qs), n - 1)]]
-    covs = np.repeat((S / components + ridge)[None], components, axis=0)
+    covs = [S / components for _ in range(components)]
     pis = np.full(components, 1.0 / components)
     for _ in range(iters):
-        logr = np.empty((n, components))
-        for j in range(components):
-            logr[:, j] = np.log(pis[j]) + _normal_logpdf(x, locs[j], covs[j])
+        logr = np.empty((n, len(covs)))
+        for j, cov in enumerate(covs):
+            logr[:, j] = np.log(pis[j]) + _normal_logpdf(x, locs[j], cov)
         logr -= logsumexp(logr, axis=1, keepdims=True)
         r = np.exp(logr) * w[:, None]
         nk = r.sum(axis=0)
-        keep = nk > 1e-3
-        r, nk, locs, covs = r[:, keep], nk[keep], locs[keep], covs[keep]
-        components = int(keep.sum())
+        ess = nk**2 / np.maximum(np.sum(r**2, axis=0), np.finfo(np.float64).tiny)
+        keep = (nk > 1e-3) & (ess >= k + 1)
+        if not keep.any():
+            return _Proposal([1.0], [m], [S], [df])
+        r, nk = r[:, keep], nk[keep]
         pis = nk / nk.sum()
         locs = (r.T @ x) / nk[:, None]
-        for j in range(components):
+        covs = []
+        for j in range(locs.shape[0]):
             d = x - locs[j]
-            covs[j] = (r[:, j, None] * d).T @ d / nk[j] + ridge
-    return _Proposal(pis, list(locs), list(covs), [df] * components)
+            covs.append(_repair_cov((r[:, j, None] * d).T @ d / nk[j], scale))
+        if any(c is None for c in covs):
+            return _Proposal([1.0], [m], [S], [df])
+    return _Proposal(pis, list(locs), covs, [df] * len(covs))
 
 
 def _normal_logpdf(x, mean, cov):
@@ -334,8 +392,8 @@ def sample_imh(
     ----------
     draws, tune, chains : int
         Kept draws per chain; log-density evaluations spent fitting the proposal (two
-        importance-sampling rounds of ``tune // 2``, shared by the chains, discarded);
-        number of independent chains.
+        importance-sampling rounds of ``tune // 2``, up to four if the fit is poor,
+        shared by the chains, discarded); number of independent chains.
     model : pm.Model, optional
         Default: the model on the context stack.
     df : float
@@ -418,21 +476,31 @@ def sample_imh(
     with progress:
         task = progress.add_task("IMH", total=_ROUNDS * per_round + chains * draws)
         proposals, counts, xs, lps = [], [], np.empty((0, k)), np.empty(0)
-        for _round in range(_ROUNDS):
+        rounds, r = _ROUNDS, 0
+        while r < rounds:
+            r += 1
             x_new, lp_new = _draw_and_evaluate(f, q, per_round, rng, progress, task)
             n_evals += per_round
             proposals.append(q)
             counts.append(per_round)
             xs, lps = np.concatenate([xs, x_new]), np.concatenate([lps, lp_new])
             w = _amis_weights(xs, lps, proposals, counts)
+            # A poor last proposal (few effective draws of its own) gets another round.
+            if r == rounds and rounds < _ROUNDS + _EXTRA_ROUNDS:
+                if _efficiency(lp_new - q.logpdf(x_new)) < _POOR:
+                    rounds += 1
+                    progress.update(task, total=rounds * per_round + chains * draws)
             if 1.0 / np.sum(w**2) < 2 * k + 2:  # too few effective draws to fit: widen
                 q = _Proposal([1.0], [mode], [4 * inflate**2 * cov], [df])
                 continue
             q = _fit_mixture(xs, w, components, df)
         m, S = _weighted_moments(xs, w)
+        S = _repair_cov(S, max(float(np.trace(S)) / k, np.finfo(np.float64).tiny))
+        if S is None:  # pragma: no cover - weights are finite by construction
+            S = cov
         q = q.defensive(m, S, *_DEFENSIVE)
         # Random-walk scale 2.38 / sqrt(k) times the posterior's (Roberts et al. 1997).
-        rw_chol = np.linalg.cholesky(2.38**2 / k * S + 1e-12 * np.trace(S) / k * np.eye(k))
+        rw_chol = np.linalg.cholesky(2.38**2 / k * S)
         # Start each chain from the weighted sample (sampling-importance-resampling).
         starts = rng.choice(xs.shape[0], size=chains, p=w)
         out_x = np.empty((chains, draws, k))

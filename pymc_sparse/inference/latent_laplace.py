@@ -42,8 +42,8 @@ import pytensor
 import xarray as xr
 from scipy.special import logsumexp
 
-from pymc_sparse.inference.laplace_numeric import laplace_posterior
-from pymc_sparse.inference.laplace_structure import LaplaceStructure
+from pymc_sparse.linalg.laplace import laplace_posterior
+from pymc_sparse.linalg.laplace.structure import LaplaceStructure
 
 __all__ = ["is_laplace_rv", "sample_latent_laplace"]
 

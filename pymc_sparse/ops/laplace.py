@@ -2,7 +2,7 @@ r"""The sparse embedded Laplace marginal as a PyTensor Op, with its IFT gradient
 
 :class:`LaplaceMarginal` maps ``(q, mu, offset, a, y, n_trials, phi)`` to the Laplace
 approximation of :math:`\log p(y \mid \theta)` (see
-:mod:`pymc_sparse.inference.laplace_numeric` for the maths); :class:`LaplaceMarginalGrad`
+:mod:`pymc_sparse.linalg.laplace` for the maths); :class:`LaplaceMarginalGrad`
 returns its gradient with respect to ``q, mu, offset, a, phi`` by the implicit function
 theorem.  Both read one cached solved state, so a value and its gradient at one point
 cost one Newton solve, one selected inverse of :math:`H` (and of :math:`Q`) and
@@ -25,9 +25,9 @@ from pytensor.gradient import grad_not_implemented, grad_undefined
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
-from pymc_sparse.inference.laplace_numeric import _Inputs, laplace_gradient, laplace_state
-from pymc_sparse.inference.laplace_structure import LaplaceStructure
 from pymc_sparse.linalg.host import nan_guard
+from pymc_sparse.linalg.laplace.newton import _Inputs, laplace_gradient, laplace_state
+from pymc_sparse.linalg.laplace.structure import LaplaceStructure
 from pymc_sparse.ops.matrix import _as_float64_vector
 
 __all__ = ["LaplaceMarginal", "LaplaceMarginalGrad", "laplace_marginal"]
@@ -85,7 +85,7 @@ class LaplaceMarginal(Op):
     observations ``y``, ``n_trials`` and the family parameter ``phi`` (``m`` each).
     Output: the scalar value, NaN if the inner Newton iteration fails or :math:`Q` or
     :math:`H` is not positive definite.  ``structure``
-    (:class:`~pymc_sparse.inference.laplace_structure.LaplaceStructure`) holds the
+    (:class:`~pymc_sparse.linalg.laplace.structure.LaplaceStructure`) holds the
     patterns, the family and the constraint.
     """
 

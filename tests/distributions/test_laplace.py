@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from pymc_sparse.distributions.laplace import LaplaceGMRF
 from pymc_sparse.distributions.marginal import MarginalGMRFNormal
-from pymc_sparse.inference.laplace_numeric import laplace_posterior
+from pymc_sparse.linalg.laplace import laplace_posterior
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops.matrix import SparseMatrix
 from tests.helpers import car_precision, lattice_adjacency
@@ -119,7 +119,7 @@ def test_intrinsic_field_with_components_constraint():
     y = LaplaceGMRF.dist(Q, family="poisson", offset=1.0, constraint="components")
     draws = pm.draw(y, draws=2, random_seed=2)
     assert np.isfinite(pm.logp(y, draws[0]).eval())
-    from pymc_sparse.inference.laplace_numeric import sample_prior
+    from pymc_sparse.linalg.laplace import sample_prior
 
     x = sample_prior(y.owner.op.structure, Q.data.eval(), 0.0, size=(200,), rng=0)
     np.testing.assert_allclose(x[:, :6].sum(1), 0, atol=1e-10)

@@ -95,3 +95,56 @@ def test_refuses_high_dimensional_models_and_bad_arguments():
     with pm.Model(), pytest.raises(ValueError, match="no free variables"):
         pm.Normal("y", 0, 1, observed=[0.0])
         sample_imh(10, 100, progressbar=False)
+
+
+# -- robustness (issue 18) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [3, 6], ids=["k3", "k6"])
+def test_degenerate_mixture_component_is_repaired_not_raised(k):
+    from pymc_sparse.inference.imh import _fit_mixture
+
+    rng = np.random.default_rng(k)
+    scales = np.logspace(-3, 2, k)
+    for trial in range(40):
+        # a broad cloud plus a tight cluster that holds most of the (truncated) weight
+        x = np.concatenate([rng.normal(size=(300, k)), 5 + 1e-9 * rng.normal(size=(6, k))])
+        x *= scales
+        w = np.full(x.shape[0], 1e-6)
+        w[300 : 300 + 1 + trial % 6] = 1.0
+        w /= w.sum()
+        q = _fit_mixture(x, w, 3, 5.0)
+        draws = q.rvs(50, rng)
+        assert np.all(np.isfinite(q.logpdf(draws))) and np.all(np.isfinite(q.logpdf(x)))
+
+
+def test_singular_t_shape_is_repaired():
+    from pymc_sparse.inference.imh import _t
+
+    t = _t(np.zeros(3), np.diag([1.0, 1e-14, 0.0]), 5.0)
+    assert np.isfinite(t.logpdf(np.zeros(3)))
+
+
+def test_module_compiles_without_warnings():
+    import pathlib
+    import warnings
+
+    import pymc_sparse.inference.imh as imh
+
+    src = pathlib.Path(imh.__file__).read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # invalid escape sequences warn at compile time
+        compile(src, imh.__file__, "exec")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("seed", "draws", "tune"), [(18, 1000, 1000), (7, 200, 500)], ids=["seed18", "seed7"]
+)
+def test_issue_seeds_on_marginal_car_posterior(seed, draws, tune):
+    from models.lattice_gaussian_marginal import build_model, simulate_data
+
+    model = build_model(simulate_data(4))  # 16 nodes, Gaussian observations
+    idata = sample_imh(draws, tune, model=model, random_seed=seed, progressbar=False)
+    assert idata.sample_stats.attrs["acceptance_rate"] > 0.2
+    assert max(float(v) for v in az.rhat(idata).data_vars.values()) < 1.1

@@ -8,8 +8,8 @@ import scipy.sparse as sp
 import scipy.stats as st
 from scipy import integrate
 
-from pymc_sparse.inference.laplace_families import FAMILIES
-from pymc_sparse.inference.laplace_numeric import (
+from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError
+from pymc_sparse.linalg.laplace import (
     NotConvergedError,
     laplace_gradient,
     laplace_posterior,
@@ -17,8 +17,8 @@ from pymc_sparse.inference.laplace_numeric import (
     laplace_state,
     make_inputs,
 )
-from pymc_sparse.inference.laplace_structure import LaplaceStructure
-from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError
+from pymc_sparse.linalg.laplace.families import FAMILIES
+from pymc_sparse.linalg.laplace.structure import LaplaceStructure
 from pymc_sparse.linalg.pattern import SparsityPattern
 from tests.helpers import car_precision, lattice_adjacency
 from tests.inference.laplace_reference import dense_laplace, fd5

@@ -10,9 +10,9 @@ import scipy.sparse as sp
 from scipy.linalg import null_space
 
 from pymc_sparse.distributions.gmrf import SparseGMRF
-from pymc_sparse.inference.laplace_families import get_family
 from pymc_sparse.inference.latent import sample_latent
 from pymc_sparse.inference.marginalize import marginalize_laplace
+from pymc_sparse.linalg.laplace.families import get_family
 from pymc_sparse.precision.scaling import scaling_factor
 from tests.inference.laplace_reference import dense_laplace
 from tests.inference.test_marginalize import bym2_model, islands_adjacency

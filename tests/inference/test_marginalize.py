@@ -17,8 +17,8 @@ from pymc_sparse.distributions.bym2 import BYM2
 from pymc_sparse.distributions.car import CAR
 from pymc_sparse.distributions.gmrf import SparseGMRF
 from pymc_sparse.distributions.icar import ICAR
-from pymc_sparse.inference.laplace_families import get_family
 from pymc_sparse.inference.marginalize import MarginalizeError, analyse, marginalize_laplace
+from pymc_sparse.linalg.laplace.families import get_family
 from pymc_sparse.precision.scaling import scaling_factor
 from tests.helpers import lattice_adjacency
 from tests.inference.laplace_reference import dense_laplace

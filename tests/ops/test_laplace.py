@@ -8,7 +8,7 @@ import pytensor.tensor as pt
 import pytest
 from pytensor.gradient import verify_grad
 
-from pymc_sparse.inference.laplace_numeric import laplace_posterior
+from pymc_sparse.linalg.laplace import laplace_posterior
 from pymc_sparse.ops.laplace import LaplaceMarginal, laplace_marginal
 from tests.inference.test_laplace_numeric import _params, _problem, _sparse
 

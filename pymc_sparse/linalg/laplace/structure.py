@@ -22,8 +22,8 @@ import hashlib
 import numpy as np
 import scipy.sparse as sp
 
-from pymc_sparse.inference.laplace_families import get_family
 from pymc_sparse.linalg.graph import components
+from pymc_sparse.linalg.laplace.families import get_family
 from pymc_sparse.linalg.lru import LRUCache
 from pymc_sparse.linalg.pattern import SparsityPattern
 
