@@ -5,6 +5,7 @@
 #   bash dev.sh test       set up, then run the default test suite
 #   bash dev.sh test-slow  set up, then run the whole suite including slow tests
 #   bash dev.sh lint       set up, then ruff check + format check (also run by test)
+#   bash dev.sh notebooks  set up (docs extras), then write executed .ipynb for docs/examples
 #   bash dev.sh bench      set up (with benchmark extras), then run benchmarks/run_all.py
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -74,8 +75,16 @@ case "$cmd" in
   bench)
     setup "test,jax,bench"
     exec "$VENV/bin/python" benchmarks/run_all.py "${@:2}" ;;
+  notebooks)
+    # Executed .ipynb beside each jupytext page (the .py stays the source of truth).
+    setup "test,jax,docs"
+    pages=("${@:2}"); [ ${#pages[@]} -gt 0 ] || pages=(docs/examples/*.py)
+    for page in "${pages[@]}"; do
+      case "$page" in *.py) ;; *) page="docs/examples/$page.py" ;; esac
+      "$VENV/bin/python" -m jupytext --to ipynb --execute --run-path docs/examples "$page"
+    done ;;
   docs)
     setup "test,jax,docs"
     exec "$VENV/bin/python" -m sphinx -b html docs docs/_build/html ;;
-  *) echo "usage: bash dev.sh {setup|demo|test|test-slow|lint|bench|docs}" >&2; exit 2 ;;
+  *) echo "usage: bash dev.sh {setup|demo|test|test-slow|lint|bench|docs|notebooks}" >&2; exit 2 ;;
 esac

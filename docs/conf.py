@@ -40,6 +40,8 @@ exclude_patterns = [
     "conf.py",
     "**/.ipynb_checkpoints",
     "**/__pycache__",
+    "examples/_repo",
+    "examples/*.ipynb",
 ]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 

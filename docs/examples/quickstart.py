@@ -33,6 +33,7 @@ import warnings
 # No ipywidgets in a docs build: tqdm's notebook progress bar falls back to text.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
+import _repo  # noqa: F401  (puts the repository root on sys.path for `models`)
 import matplotlib.pyplot as plt
 import numpy as np
 import pytensor

@@ -10,6 +10,7 @@ from pymc_sparse.precision.builders import proper_besag_precision as proper_besa
 from pymc_sparse.precision.builders import rw1 as rw1
 from pymc_sparse.precision.builders import rw2 as rw2
 from pymc_sparse.precision.components import GraphComponents as GraphComponents
+from pymc_sparse.precision.graph import AdjacencyChangedError as AdjacencyChangedError
 from pymc_sparse.precision.graph import connected_components as connected_components
 from pymc_sparse.precision.graph import degrees as degrees
 from pymc_sparse.precision.graph import isolated_nodes as isolated_nodes

@@ -21,10 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
 # Pages that take more than about a minute in quick mode (measured on the 2-core
-# development machine, warm PyTensor compile cache) would be listed here and run only with
-# --runslow.  None is at present: the slowest, space_time, took 46 s (78 s with a cold
-# cache); all pages together 3 min 40 s.
-SLOW: set[str] = set()
+# development machine) run only with --runslow: the two PyMC notebook ports fit the PyMC
+# original and ours side by side and took 3-5 min each, mostly compiling pm.CAR/pm.ICAR.
+SLOW: set[str] = {"pymc_car_scotland", "pymc_nyc_bym"}
 TIMEOUT_S = 900
 
 
