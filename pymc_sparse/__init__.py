@@ -61,6 +61,7 @@ from pymc_sparse.precision import rw1 as rw1
 from pymc_sparse.precision import rw2 as rw2
 from pymc_sparse.precision import scaling_factor as scaling_factor
 from pymc_sparse.precision import validate_adjacency as validate_adjacency
+from pymc_sparse.precision.graph import AdjacencyChangedError as AdjacencyChangedError
 
 if importlib.util.find_spec("jax") is not None:  # registers jax_funcify for every Op
     import pymc_sparse.dispatch.jax
