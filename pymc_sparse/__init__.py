@@ -6,7 +6,7 @@ wrappers :func:`logdet`, :func:`solve`, :func:`selected_inverse`,
 cache's :func:`cache_info` / :func:`clear_cache` / :func:`cholesky`.
 """
 
-import importlib.util
+from importlib.util import find_spec as _find_spec
 
 import pymc_sparse.dispatch.numba
 
@@ -26,6 +26,7 @@ from pymc_sparse.inference.laplace_grid import fit_laplace_grid as fit_laplace_g
 from pymc_sparse.inference.latent import sample_latent as sample_latent
 from pymc_sparse.inference.marginalize import MarginalizeError as MarginalizeError
 from pymc_sparse.inference.marginalize import marginalize_laplace as marginalize_laplace
+from pymc_sparse.linalg.cholmod import Factor as Factor
 from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError as NotPositiveDefiniteError
 from pymc_sparse.linalg.cholmod import cache_info as cache_info
 from pymc_sparse.linalg.cholmod import cholesky as cholesky
@@ -63,7 +64,7 @@ from pymc_sparse.precision import scaling_factor as scaling_factor
 from pymc_sparse.precision import validate_adjacency as validate_adjacency
 from pymc_sparse.precision.graph import AdjacencyChangedError as AdjacencyChangedError
 
-if importlib.util.find_spec("jax") is not None:  # registers jax_funcify for every Op
+if _find_spec("jax") is not None:  # registers jax_funcify for every Op
     import pymc_sparse.dispatch.jax
     import pymc_sparse.dispatch.jax_laplace
     import pymc_sparse.dispatch.jax_table  # noqa: F401

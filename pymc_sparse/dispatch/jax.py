@@ -66,12 +66,16 @@ from pymc_sparse.linalg.host import (
 )
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops.logdet import SparseLogDet
+from pymc_sparse.ops.quadform import SparseMatVec, SparsePairProduct, SparseQuadForm
 from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
 
 __all__ = [
     "jax_funcify_SparseLogDet",
+    "jax_funcify_SparseMatVec",
+    "jax_funcify_SparsePairProduct",
+    "jax_funcify_SparseQuadForm",
     "jax_funcify_SparseSelectedInverse",
     "jax_funcify_SparseSelectedInverseGrad",
     "jax_funcify_SparseSolve",
@@ -183,19 +187,41 @@ def _callback(fn, shape, *args):
 
 
 def _sym_matvec(pattern: SparsityPattern, vals, x):
+    """``Q x`` on ``pattern`` (see :func:`_edge_matvec`)."""
+    return _edge_matvec(pattern.rows, pattern.cols, vals, x)
+
+
+def _edge_matvec(rows, cols, vals, x):
     r"""``Q x`` for the symmetric ``Q`` whose lower triangle holds ``vals`` (x: (n,) or (n, k)).
 
-    Pure JAX (gathers and a scatter-add), so it is differentiable in ``vals`` and ``x`` to
-    any order and batches under :func:`jax.vmap`: ``lax.custom_linear_solve`` differentiates
-    the solve through it.
+    The package's one JAX matvec (used by the solve's ``custom_linear_solve`` and by
+    :class:`~pymc_sparse.ops.quadform.SparseMatVec`): a gather and a scatter-add per
+    triangle, differentiable in ``vals`` and ``x`` to any order and batched by
+    :func:`jax.vmap`.
     """
-    r = jnp.asarray(pattern.rows)
-    c = jnp.asarray(pattern.cols)
-    off = jnp.asarray(~np.asarray(pattern.is_diag), dtype=_F64)
+    r, c = jnp.asarray(rows), jnp.asarray(cols)
+    off = jnp.asarray(np.asarray(rows) != np.asarray(cols), dtype=_F64)
     v = vals if x.ndim == 1 else vals[:, None]
     o = off if x.ndim == 1 else off[:, None]
     y = jnp.zeros_like(x).at[r].add(v * x[c])
     return y.at[c].add(o * v * x[r])
+
+
+def _edge_pair_product(rows, cols, u, v):
+    """Per stored entry ``u_i v_j + u_j v_i`` (``u_i v_i`` on the diagonal), columns summed."""
+    r, c = jnp.asarray(rows), jnp.asarray(cols)
+    off = jnp.asarray(np.asarray(rows) != np.asarray(cols), dtype=_F64)
+    if u.ndim == 2:
+        off = off[:, None]
+    e = u[r] * v[c] + off * u[c] * v[r]
+    return e.sum(axis=1) if e.ndim == 2 else e
+
+
+def _node_edges(node):
+    """Row and column of each stored entry, from the index constants of a quadform node."""
+    indptr, indices = (np.asarray(i.data) for i in node.inputs[2:4])
+    cols = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    return indices, cols
 
 
 _THIRD_ORDER_MESSAGE = (
@@ -228,8 +254,8 @@ def _functions(pattern: SparsityPattern):
     host_vjp = functools.partial(_host_selinv_vjp, pattern)
 
     def selinv_vjp(data, sbar):
-        # Adjoint of the selected inversion on the pattern of L (pymc_sparse.linalg.takahashi_adjoint);
-        # a raw callback: derivatives of third order are not offered.
+        # Adjoint of the selected inversion on the pattern of L
+        # (pymc_sparse.linalg.takahashi_adjoint); a raw callback: no third derivatives.
         return _callback(host_vjp, (nnz,), data, sbar)
 
     def selinv_tangent(data, dq):
@@ -361,3 +387,37 @@ def jax_funcify_SparseSelectedInverseGrad(op, node=None, **kwargs):
         return _callback(host, (pattern.nnz,), data, sbar)
 
     return selinv_grad
+
+
+@jax_funcify.register(SparseMatVec)
+def jax_funcify_SparseMatVec(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.quadform.SparseMatVec`."""
+    rows, cols = _node_edges(node)
+
+    def sparse_matvec(data, x, indptr, indices):
+        return _edge_matvec(rows, cols, data, x)
+
+    return sparse_matvec
+
+
+@jax_funcify.register(SparseQuadForm)
+def jax_funcify_SparseQuadForm(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.quadform.SparseQuadForm`."""
+    rows, cols = _node_edges(node)
+
+    def sparse_quad_form(data, x, indptr, indices):
+        y = _edge_matvec(rows, cols, data, x)
+        return jnp.sum(x * y, axis=0), y
+
+    return sparse_quad_form
+
+
+@jax_funcify.register(SparsePairProduct)
+def jax_funcify_SparsePairProduct(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.quadform.SparsePairProduct`."""
+    rows, cols = _node_edges(node)
+
+    def sparse_pair_product(u, v, indptr, indices):
+        return _edge_pair_product(rows, cols, u, v)
+
+    return sparse_pair_product

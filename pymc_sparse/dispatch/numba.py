@@ -13,6 +13,13 @@ with the callbacks' NaN policy (a matrix that is not positive definite gives NaN
 The gradient graphs contain only these Ops and ordinary tensor Ops, so nutpie's
 ``compile_pymc_model(model, backend="numba")`` compiles every other Op to machine code.
 
+The matrix-vector product, quadratic form and pair product
+(:mod:`pymc_sparse.ops.quadform`) need no CHOLMOD: they are compiled loops over the
+stored lower triangle, the same loops as the Ops' C code, so under NUMBA they fuse with
+the rest of the graph at machine speed.  The tabulated one-parameter log-determinant
+(:class:`~pymc_sparse.ops.table.OneParameterLogDet`) calls its family in object mode
+(an ``O(1)`` Chebyshev evaluation inside the table).
+
 Importing this module registers the dispatch (PyTensor imports its Numba backend
 lazily, so this module imports it explicitly).
 """
@@ -22,17 +29,24 @@ from __future__ import annotations
 import functools
 
 import numba
+import numpy as np
 from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import get_numba_type, numba_njit
 
 from pymc_sparse.linalg.host import host_logdet, host_selinv, host_selinv_vjp, host_solve
 from pymc_sparse.ops.logdet import SparseLogDet
+from pymc_sparse.ops.quadform import SparseMatVec, SparsePairProduct, SparseQuadForm
 from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
+from pymc_sparse.ops.table import OneParameterLogDet
 
 __all__ = [
+    "numba_funcify_OneParameterLogDet",
     "numba_funcify_SparseLogDet",
+    "numba_funcify_SparseMatVec",
+    "numba_funcify_SparsePairProduct",
+    "numba_funcify_SparseQuadForm",
     "numba_funcify_SparseSelectedInverse",
     "numba_funcify_SparseSelectedInverseGrad",
     "numba_funcify_SparseSolve",
@@ -93,3 +107,114 @@ def numba_funcify_SparseSelectedInverseGrad(op, node, **kwargs):
     return _objmode_binary(
         functools.partial(host_selinv_vjp, op.pattern), get_numba_type(node.outputs[0].type)
     )
+
+
+@numba_funcify.register(OneParameterLogDet)
+def numba_funcify_OneParameterLogDet(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.table.OneParameterLogDet`."""
+    family, derivative = op.family, op.derivative
+
+    def evaluate(alpha):
+        return np.asarray(family.evaluate(alpha, derivative), dtype=np.float64)
+
+    return _objmode_unary(evaluate, get_numba_type(node.outputs[0].type))
+
+
+# ----------------------------------------------------------- loops over the lower triangle
+@numba.njit(cache=False)
+def _check(indptr, indices, nnz_of, n_of):  # pragma: no cover - compiled
+    if nnz_of >= 0 and nnz_of != indices.shape[0]:
+        raise ValueError("sparse Op: `data` length differs from the pattern's nnz")
+    if n_of != indptr.shape[0] - 1:
+        raise ValueError("sparse Op: vector length differs from the matrix order n")
+
+
+@numba.njit(cache=False)
+def _matvec_into(data, x, indptr, indices, y):  # pragma: no cover - compiled
+    """``y += Q x`` for vectors; the same loop as ``SparseMatVec.c_code``."""
+    n = indptr.shape[0] - 1
+    for j in range(n):
+        xj = x[j]
+        acc = 0.0
+        for k in range(indptr[j], indptr[j + 1]):
+            i = indices[k]
+            v = data[k]
+            y[i] += v * xj
+            if i != j:
+                acc += v * x[i]
+        y[j] += acc
+
+
+@numba.njit(cache=False)
+def _matvec(data, x, indptr, indices):  # pragma: no cover - compiled
+    _check(indptr, indices, data.shape[0], x.shape[0])
+    y = np.zeros_like(x)
+    if x.ndim == 1:
+        _matvec_into(data, x, indptr, indices, y)
+    else:
+        xt = np.ascontiguousarray(x.T)
+        yt = np.zeros_like(xt)
+        for c in range(xt.shape[0]):
+            _matvec_into(data, xt[c], indptr, indices, yt[c])
+        y[...] = yt.T
+    return y
+
+
+@numba.njit(cache=False)
+def _pair_into(u, v, indptr, indices, e):  # pragma: no cover - compiled
+    n = indptr.shape[0] - 1
+    for j in range(n):
+        uj = u[j]
+        vj = v[j]
+        for k in range(indptr[j], indptr[j + 1]):
+            i = indices[k]
+            if i == j:
+                e[k] += uj * vj
+            else:
+                e[k] += u[i] * vj + uj * v[i]
+
+
+@numba.njit(cache=False)
+def _pair_product(u, v, indptr, indices):  # pragma: no cover - compiled
+    _check(indptr, indices, -1, u.shape[0])
+    _check(indptr, indices, -1, v.shape[0])
+    e = np.zeros(indices.shape[0])
+    if u.ndim == 1:
+        _pair_into(u, v, indptr, indices, e)
+    else:
+        ut, vt = np.ascontiguousarray(u.T), np.ascontiguousarray(v.T)
+        for c in range(ut.shape[0]):
+            _pair_into(ut[c], vt[c], indptr, indices, e)
+    return e
+
+
+@numba_funcify.register(SparseMatVec)
+def numba_funcify_SparseMatVec(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.quadform.SparseMatVec`."""
+    return _matvec
+
+
+@numba_funcify.register(SparsePairProduct)
+def numba_funcify_SparsePairProduct(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.quadform.SparsePairProduct`."""
+    return _pair_product
+
+
+@numba_funcify.register(SparseQuadForm)
+def numba_funcify_SparseQuadForm(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.quadform.SparseQuadForm`."""
+    if node.inputs[1].type.ndim == 1:
+
+        @numba_njit
+        def quad_form_vector(data, x, indptr, indices):
+            y = _matvec(data, x, indptr, indices)
+            return np.asarray(np.dot(x, y)), y
+
+        return quad_form_vector
+
+    @numba_njit
+    def quad_form_matrix(data, x, indptr, indices):
+        y = _matvec(data, x, indptr, indices)
+        return (x * y).sum(axis=0), y
+
+    return quad_form_matrix

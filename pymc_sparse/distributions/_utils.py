@@ -7,7 +7,14 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Constant, Variable
 from pytensor.tensor.exceptions import NotScalarConstantError
 
-__all__ = ["as_scalar_param", "constant_value", "core_numeric", "core_param", "is_finite"]
+__all__ = [
+    "as_scalar_param",
+    "check_support_length",
+    "constant_value",
+    "core_numeric",
+    "core_param",
+    "is_finite",
+]
 
 
 def constant_value(x):
@@ -20,6 +27,47 @@ def constant_value(x):
         except NotScalarConstantError:
             return None
     return np.asarray(x)
+
+
+def _static_int(x):
+    """Return ``x`` as an int if it is known at build time (numbers, constants, shared)."""
+    if x is None or x is Ellipsis:
+        return None
+    if isinstance(x, Variable):
+        v = constant_value(x)
+        if v is None:
+            try:
+                v = np.asarray(x.eval())
+            except Exception:  # a free symbolic length: nothing to check now
+                return None
+        x = v
+    return int(np.asarray(x))
+
+
+def check_support_length(kwargs: dict, n: int, graph: str) -> None:
+    """Check that ``shape`` (or ``dims``, which PyMC turns into ``shape``) ends in ``n``.
+
+    The last dimension of a GMRF is its support: its length is the order of the graph or
+    precision matrix.  PyMC passes ``dims``' lengths to ``dist`` as ``shape``; a mismatch
+    would otherwise be noticed only when draws or coordinates are attached, or never.
+    """
+    shape = kwargs.get("shape")
+    if shape is None:
+        return
+    if isinstance(shape, Variable) or not np.iterable(shape):
+        shape = (shape,) if not isinstance(shape, Variable) or shape.type.ndim == 0 else None
+        if shape is None:
+            return
+    shape = tuple(shape)
+    if not shape:
+        raise ValueError(f"`shape`/`dims` is () but the variable has {n} entries ({graph}).")
+    last = _static_int(shape[-1])
+    if last is not None and last != n:
+        raise ValueError(
+            f"The last entry of `shape`/`dims` has length {last} but {graph} has {n} nodes: "
+            f"the last dimension is the field's support. Use dims whose last coordinate has "
+            f"{n} values (or shape=(..., {n})); batch dimensions go before it."
+        )
 
 
 def as_scalar_param(x, what: str):

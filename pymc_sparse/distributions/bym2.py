@@ -17,10 +17,29 @@ import pytensor.tensor as pt
 
 from pymc_sparse.distributions._utils import constant_value
 from pymc_sparse.distributions.icar import ICAR
-from pymc_sparse.precision.graph import validate_adjacency
+from pymc_sparse.precision.graph import read_adjacency, validate_adjacency
 from pymc_sparse.precision.scaling import scaling_factor
 
 __all__ = ["BYM2"]
+
+
+def _check_dims(model: pm.Model, dims, n: int) -> None:
+    """Raise unless the last of ``dims`` has ``n`` coordinates (the nodes of ``W``)."""
+    if dims is None:
+        return
+    dims = (dims,) if isinstance(dims, str) else tuple(dims)
+    if not dims:
+        return
+    last = dims[-1]
+    if last not in model.dim_lengths:
+        raise KeyError(f"Dimension {last!r} of BYM2 is unknown to the model; add it to coords.")
+    length = model.dim_lengths[last]
+    length = int(length.eval()) if hasattr(length, "eval") else int(length)
+    if length != n:
+        raise ValueError(
+            f"BYM2 dims {last!r} has {length} coordinates but W has {n} nodes. The areas of "
+            f"the effect are the nodes of W: give {last!r} exactly {n} values, in W's order."
+        )
 
 
 def BYM2(
@@ -31,6 +50,8 @@ def BYM2(
     *,
     dims=None,
     scaling: str = "inla",
+    u_name: str | None = None,
+    v_name: str | None = None,
     model: pm.Model | None = None,
 ):
     r"""Create a BYM2 random effect in the current model (non-centred).
@@ -39,16 +60,19 @@ def BYM2(
 
     Three variables are added to the model:
 
-    * ``f"{name}_u"``: unit :class:`~pymc_sparse.distributions.icar.ICAR` on ``W`` with a
-      hard sum-to-zero constraint per connected component;
-    * ``f"{name}_v"``: iid standard normal, shape ``(n,)``;
+    * ``f"{name}_u"`` (or ``u_name``): unit :class:`~pymc_sparse.distributions.icar.ICAR`
+      on ``W`` with a hard sum-to-zero constraint per connected component (the
+      notebooks' ``phi``);
+    * ``f"{name}_v"`` (or ``v_name``): iid standard normal, shape ``(n,)`` (the
+      notebooks' ``theta``);
     * ``name``: the Deterministic :math:`b`, which is returned.
 
     Parameters
     ----------
     name : str
-    W : ndarray or scipy.sparse matrix
-        Symmetric non-negative adjacency matrix, binary or weighted.
+    W : ndarray, scipy.sparse matrix, PyTensor constant or shared variable
+        Symmetric non-negative adjacency matrix, binary or weighted (as for
+        :class:`~pymc_sparse.distributions.icar.ICAR`).
     sigma : tensor_like of float
         Marginal standard deviation of the effect, :math:`\sigma > 0` (give it a prior
         supported on the positive reals, e.g. ``pm.HalfNormal``).
@@ -56,9 +80,14 @@ def BYM2(
         Proportion of variance that is spatial, :math:`0 \le \rho \le 1` (e.g. a
         ``pm.Beta`` prior).
     dims : str or tuple of str, optional
-        Dimension name of the areas, used for all three variables.
+        Dimension name of the areas, used for all three variables; its length must be the
+        number of nodes of ``W`` (checked here).
     scaling : {"inla", "exact"}
         How the scaling factor is computed (:func:`~pymc_sparse.precision.scaling_factor`).
+    u_name, v_name : str, optional
+        Names of the structured and unstructured components, default ``f"{name}_u"`` and
+        ``f"{name}_v"``; pass e.g. ``u_name="phi", v_name="theta"`` to keep the names of
+        a hand-written BYM2 (for ``var_names=``, ``pm.do``, saved traces).
     model : pm.Model, optional
 
     Returns
@@ -93,20 +122,31 @@ def BYM2(
             b = pms.BYM2("b", W=W, sigma=sigma, rho=rho, dims="area")
             pm.Poisson("y", mu=E * pm.math.exp(beta0 + b), observed=y, dims="area")
     """
-    W = validate_adjacency(W)
+    W_value, W_source = read_adjacency(W)
+    Wv = validate_adjacency(W_value)
     r = constant_value(rho)
     if r is not None and r.size == 1 and not (0 <= float(r.ravel()[0]) <= 1):
         raise ValueError(f"`rho` must lie in [0, 1], got {float(r.ravel()[0])}.")
     s_ = constant_value(sigma)
     if s_ is not None and s_.size == 1 and not float(s_.ravel()[0]) > 0:
         raise ValueError(f"`sigma` must be > 0, got {float(s_.ravel()[0])}.")
-    n = W.shape[0]
-    s = scaling_factor(W, per_node=True, method=scaling)
-    inv_sqrt_s = pt.constant(1.0 / np.sqrt(s))
+    n = Wv.shape[0]
     model = pm.modelcontext(model)
+    _check_dims(model, dims, n)
+    s = scaling_factor(Wv, per_node=True, method=scaling)
+    inv_sqrt_s = pt.constant(1.0 / np.sqrt(s))
     with model:
-        u = ICAR(f"{name}_u", W=W, sigma=1.0, singletons="iid", dims=dims)
-        v = pm.Normal(f"{name}_v", 0.0, 1.0, shape=None if dims is not None else (n,), dims=dims)
+        # A shared W goes to ICAR as it is, so that a later pm.set_data on it raises.
+        u = ICAR(
+            u_name or f"{name}_u",
+            W=Wv if W_source is None else W_source,
+            sigma=1.0,
+            singletons="iid",
+            dims=dims,
+        )
+        v = pm.Normal(
+            v_name or f"{name}_v", 0.0, 1.0, shape=None if dims is not None else (n,), dims=dims
+        )
         rho = pt.as_tensor_variable(rho)
         sigma = pt.as_tensor_variable(sigma)
         b = sigma * (pt.sqrt(rho) * inv_sqrt_s * u + pt.sqrt(1.0 - rho) * v)

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - older pytensor
 
 from pymc_sparse.distributions._utils import (
     as_scalar_param,
+    check_support_length,
     constant_value,
     core_numeric,
     core_param,
@@ -40,7 +41,12 @@ from pymc_sparse.linalg.sampling import sample_gmrf_numeric
 from pymc_sparse.logdet1d.families import car_logdet_family_from_values
 from pymc_sparse.ops.logdet import logdet
 from pymc_sparse.ops.matrix import SparseMatrix
-from pymc_sparse.precision.graph import degrees, validate_adjacency
+from pymc_sparse.precision.graph import (
+    degrees,
+    guard_adjacency,
+    read_adjacency,
+    validate_adjacency,
+)
 
 __all__ = ["CAR", "CARRV", "car_logp", "car_structure"]
 
@@ -152,12 +158,16 @@ def car_logp(pattern: SparsityPattern, value, mu, d_data, w_data, alpha, tau, lo
     # gradient is NaN there: numpyro ignores check_parameters, so this must be safe alone.
     alpha_s = pt.switch(valid, alpha, 0.0)
     tau_s = pt.switch(valid, tau, 1.0)
-    B = SparseMatrix(pattern, d_data - alpha_s * w_data)
+    # x'(D - aW)x as two fused quadratic forms with constant values: the gradient in alpha
+    # is the second form itself and the one in x a combination of their by-products, so
+    # a log-density + gradient makes two passes over the stored values and no others.
     delta = pt.as_tensor_variable(value) - mu
-    if delta.type.ndim == 1:
-        quad = B.quad_form(delta)
-    else:
-        quad = B.quad_form(delta.reshape((-1, n)).T).reshape(delta.shape[:-1])
+    flat = delta if delta.type.ndim == 1 else delta.reshape((-1, n)).T
+    quad_d = SparseMatrix(pattern, d_data).quad_form(flat)
+    quad_w = SparseMatrix(pattern, w_data).quad_form(flat)
+    quad = quad_d - alpha_s * quad_w
+    if delta.type.ndim != 1:
+        quad = quad.reshape(delta.shape[:-1])
     ld = car_logdet(pattern, d_data, w_data, alpha_s, method=logdet_method)
     logp = 0.5 * n * pt.log(tau_s) + 0.5 * ld - 0.5 * tau_s * quad - 0.5 * n * _LOG_2PI
     ok = valid & is_finite(ld)
@@ -255,10 +265,14 @@ class CAR(Continuous):
     ----------
     mu : tensor_like of float
         Mean, broadcast to ``(..., n)``.
-    W : ndarray or scipy.sparse matrix
-        Symmetric, non-negative adjacency matrix, binary or weighted, zero diagonal,
-        constant (its pattern fixes the sparse factorisation).  Checked when the variable
-        is created; errors name the offending entry.
+    W : ndarray, scipy.sparse matrix, PyTensor constant or shared variable
+        Symmetric, non-negative adjacency matrix, binary or weighted, zero diagonal.  Every
+        form ``pm.CAR`` accepts: NumPy, scipy sparse, PyTensor dense or sparse constants,
+        ``pm.Data``/shared variables.  Its value is read when the variable is created (its
+        pattern fixes the sparse factorisation) and checked then; errors name the offending
+        entry.  If a shared ``W`` is later changed with ``pm.set_data``, evaluating the
+        model raises :class:`~pymc_sparse.precision.graph.AdjacencyChangedError`: rebuild
+        the model instead.
     alpha : tensor_like of float
         Scalar in :math:`(-1, 1)`: spatial dependence (usually restricted to (0, 1)).
     tau : tensor_like of float
@@ -341,7 +355,9 @@ class CAR(Continuous):
     @classmethod
     def dist(cls, mu, W, alpha, tau, *, isolated: str = "raise", logdet: str = "auto", **kwargs):
         """Validate the inputs and create the unnamed variable (see the class docstring)."""
-        pattern, d_data, w_data = car_structure(W, isolated)
+        W_value, W_source = read_adjacency(W)
+        pattern, d_data, w_data = car_structure(W_value, isolated)
+        check_support_length(kwargs, pattern.n, f"W ({pattern.n} x {pattern.n})")
         a = constant_value(alpha)
         if a is not None and a.size == 1 and not (-1 < float(a.ravel()[0]) < 1):
             raise ValueError(f"`alpha` must lie in (-1, 1), got {float(a.ravel()[0])}.")
@@ -355,6 +371,8 @@ class CAR(Continuous):
         if mu.type.ndim >= 1 and mu.type.shape[-1] not in (None, 1, n):
             raise ValueError(f"`mu` has length {mu.type.shape[-1]} but W is {n} x {n}.")
         mu = pt.cast(mu, "float64") + pt.zeros(n, dtype="float64")
+        # A shared W (pm.Data) is read now; raise if pm.set_data changes it later.
+        mu = guard_adjacency(mu, W_source, W_value)
         return super().dist(
             [mu, pt.constant(d_data), pt.constant(w_data), alpha, tau],
             pattern=pattern,

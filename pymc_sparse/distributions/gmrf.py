@@ -20,7 +20,12 @@ from pymc.logprob.abstract import _logprob
 from pytensor.graph.basic import Constant
 from pytensor.tensor.random.op import RandomVariable
 
-from pymc_sparse.distributions._utils import core_numeric, core_param, is_finite
+from pymc_sparse.distributions._utils import (
+    check_support_length,
+    core_numeric,
+    core_param,
+    is_finite,
+)
 from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.sampling import sample_gmrf_numeric
@@ -183,6 +188,7 @@ class SparseGMRF(Continuous):
         if Q is None:
             raise TypeError("SparseGMRF needs a precision matrix `Q`.")
         Q = as_sparse_matrix(Q)
+        check_support_length(kwargs, Q.n, f"Q ({Q.n} x {Q.n})")
         if not Q.pattern.has_full_diagonal:
             Q = Q.add_diagonal(0.0)
         if isinstance(Q.data, Constant):

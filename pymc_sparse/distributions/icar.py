@@ -26,6 +26,7 @@ from pytensor.tensor.random.op import RandomVariable
 
 from pymc_sparse.distributions._utils import (
     as_scalar_param,
+    check_support_length,
     constant_value,
     core_numeric,
     core_param,
@@ -34,7 +35,7 @@ from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops._index import const_index
 from pymc_sparse.ops.matrix import SparseMatrix
 from pymc_sparse.precision.components import GraphComponents
-from pymc_sparse.precision.graph import validate_adjacency
+from pymc_sparse.precision.graph import guard_adjacency, read_adjacency, validate_adjacency
 
 __all__ = ["ICAR", "ICARRV", "ComponentZeroSumTransform", "icar_logp", "icar_structure"]
 
@@ -269,8 +270,11 @@ class ICAR(Continuous):
 
     Parameters
     ----------
-    W : ndarray or scipy.sparse matrix
-        Symmetric, non-negative adjacency matrix (binary or weighted), zero diagonal.
+    W : ndarray, scipy.sparse matrix, PyTensor constant or shared variable
+        Symmetric, non-negative adjacency matrix (binary or weighted), zero diagonal; every
+        form ``pm.ICAR`` accepts.  Read when the variable is created; a shared ``W``
+        changed later with ``pm.set_data`` makes evaluation raise
+        :class:`~pymc_sparse.precision.graph.AdjacencyChangedError`.
     sigma : tensor_like of float, default 1
         Scalar conditional standard deviation, :math:`\sigma > 0`.
     singletons : {"iid", "zero"}, default "iid"
@@ -331,11 +335,15 @@ class ICAR(Continuous):
             raise ValueError(
                 f"`singletons` must be one of {_SINGLETON_POLICIES}, got {singletons!r}."
             )
-        pattern, r_data, comp = icar_structure(W)
+        W_value, W_source = read_adjacency(W)
+        pattern, r_data, comp = icar_structure(W_value)
+        check_support_length(kwargs, pattern.n, f"W ({pattern.n} x {pattern.n})")
         s = constant_value(sigma)
         if s is not None and s.size == 1 and not float(s.ravel()[0]) > 0:
             raise ValueError(f"`sigma` must be > 0, got {float(s.ravel()[0])}.")
         sigma = as_scalar_param(sigma, "sigma")
+        # A shared W (pm.Data) is read now; raise if pm.set_data changes it later.
+        sigma = guard_adjacency(sigma, W_source, W_value)
         return super().dist(
             [pt.constant(r_data), sigma],
             pattern=pattern,

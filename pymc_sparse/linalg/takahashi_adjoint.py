@@ -38,6 +38,11 @@ small constant times the forward flops, :math:`\sum_j |\mathcal L_j|^2`, and hol
 
 This module holds only NumPy/numba kernels; it imports nothing from PyTensor.
 
+Length: about 600 lines, one concept: the adjoint of the selected inversion, simplicial
+and supernodal, each the reverse sweep of its forward kernel in
+:mod:`pymc_sparse.linalg.takahashi` (which shares the supernode plan,
+:mod:`pymc_sparse.linalg.supernodes`); half of it is the compiled kernels' loops.
+
 References
 ----------
 .. [1] Takahashi, K., Fagan, J. and Chen, M.-S. (1973). Formation of a sparse bus
@@ -52,18 +57,17 @@ References
 
 from __future__ import annotations
 
-import contextlib
-
 import numba
 import numpy as np
 
-from pymc_sparse.linalg import takahashi as _selinv
-from pymc_sparse.linalg.takahashi import map_pattern_to_factor
-
 # The forward kernel's guard that keeps SciPy's OpenBLAS single-threaded while a kernel
 # runs (one shared, reference-counted guard: two independent ones would restore each
-# other's settings at the wrong time).  Without it, BLAS runs with its default threads.
-_BLAS_THREADS = getattr(_selinv, "_BLAS_THREADS", None) or contextlib.nullcontext()
+# other's settings at the wrong time).
+from pymc_sparse.linalg.blas import _BLAS_THREADS
+
+# The supernode partition is the forward kernel's (one partitioner, issue 15).
+from pymc_sparse.linalg.supernodes import supernode_starts as csc_supernodes
+from pymc_sparse.linalg.takahashi import map_pattern_to_factor
 
 __all__ = [
     "cholesky_adjoint",
@@ -290,32 +294,6 @@ def _dot(A, B):  # pragma: no cover - compiled
         return _dot_loops(A, B)
     # Few output columns: form (B' A')' so the inner loop runs over the long axis m.
     return np.ascontiguousarray(_dot_loops(B.T, A.T).T)
-
-
-@numba.njit(cache=True, nogil=True)
-def csc_supernodes(indptr, indices):  # pragma: no cover - compiled
-    """Start column of each supernode of ``L`` (and ``n`` last): columns with one structure."""
-    n = indptr.size - 1
-    starts = np.empty(n + 1, dtype=np.int64)
-    m = 0
-    starts[0] = 0
-    m = 1
-    for j in range(n - 1):
-        p0 = indptr[j]
-        c0 = indptr[j + 1] - p0
-        c1 = indptr[j + 2] - indptr[j + 1]
-        same = c0 == c1 + 1 and c0 >= 2 and indices[p0 + 1] == j + 1
-        if same:
-            q = indptr[j + 1]
-            for t in range(c1):
-                if indices[p0 + 1 + t] != indices[q + t]:
-                    same = False
-                    break
-        if not same:
-            starts[m] = j + 1
-            m += 1
-    starts[m] = n
-    return starts[: m + 1].copy()
 
 
 @numba.njit(cache=True, nogil=True)

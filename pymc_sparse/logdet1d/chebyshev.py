@@ -7,6 +7,7 @@ evaluated by Clenshaw's recurrence.  Plain NumPy/SciPy: no factorisations, no Py
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ GRADING = 4.0  # ratio of successive piece distances to a singular end
 
 
 def _lobatto(m: int) -> np.ndarray:
-    """Chebyshev-Lobatto points :math:`\\cos(\\pi j/(m-1))`, from 1 down to -1."""
+    r"""Chebyshev-Lobatto points :math:`\cos(\pi j/(m-1))`, from 1 down to -1."""
     return np.cos(np.pi * np.arange(m) / (m - 1))
 
 
@@ -66,7 +67,7 @@ def _graded_breaks(lo, hi, singular_points, max_width):
                     pts.add(x)
     pts = np.array(sorted(pts))
     out = [pts[0]]
-    for a, b in zip(pts[:-1], pts[1:]):
+    for a, b in itertools.pairwise(pts):
         k = max(1, math.ceil((b - a) / max_width - 1e-12))
         out.extend(a + (b - a) * np.arange(1, k + 1) / k)
     return np.array(out)

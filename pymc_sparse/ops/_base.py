@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytensor.tensor as pt
 
 from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.pattern import SparsityPattern
-from pymc_sparse.ops._index import const_index
 from pymc_sparse.ops.matrix import SparseMatrix, _as_float64_vector, as_sparse_matrix
+from pymc_sparse.ops.quadform import pair_product
 
 __all__ = ["CACHE", "as_data", "check_pattern", "unpack"]
 
@@ -44,15 +43,11 @@ def runtime_data(pattern: SparsityPattern, data: np.ndarray) -> np.ndarray:
 
 
 def lower_pair_product(pattern: SparsityPattern, u, v):
-    r"""Cotangent of the stored values for :math:`-\tfrac12`-free outer products.
+    r"""Cotangent of the stored values of :math:`u^\top Q v`.
 
     Returns, for each stored entry ``e = (i, j)``, :math:`u_i v_j + u_j v_i` off the
     diagonal and :math:`u_i v_i` on it, i.e. the derivative of :math:`u^\top Q v` with
-    respect to the stored value (summed over columns if ``u, v`` are matrices).
+    respect to the stored value (summed over columns if ``u, v`` are matrices); one
+    fused pass (:class:`~pymc_sparse.ops.quadform.SparsePairProduct`).
     """
-    r, c = const_index(pattern.rows), const_index(pattern.cols)
-    half = pt.constant(np.where(pattern.is_diag, 0.5, 1.0))
-    prod = u[r] * v[c] + u[c] * v[r]
-    if prod.type.ndim == 2:
-        prod = prod.sum(axis=1)
-    return half * prod
+    return pair_product(pattern, u, v)

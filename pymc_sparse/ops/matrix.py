@@ -22,6 +22,7 @@ from pytensor.graph.basic import Constant, Variable
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.validate import symmetric_csc
 from pymc_sparse.ops._index import const_index
+from pymc_sparse.ops.quadform import _static_length, matvec, quad_form
 
 __all__ = ["SparseMatrix", "as_constant_pattern_data", "as_sparse_matrix", "kron"]
 
@@ -206,41 +207,39 @@ class SparseMatrix:
 
     # -- products --------------------------------------------------------------------
     def __matmul__(self, x):
-        """``Q @ x`` for a vector or an ``(n, k)`` matrix ``x``, O(nnz) and differentiable."""
+        """``Q @ x`` for a vector or an ``(n, k)`` matrix ``x``, O(nnz) and differentiable.
+
+        One fused pass over the stored values (:class:`~pymc_sparse.ops.quadform.SparseMatVec`);
+        ``x`` of another length than ``n`` raises ``ValueError`` (when the graph is built if
+        its length is static, else when it runs).
+        """
         x = pt.as_tensor_variable(x)
         if x.type.ndim not in (1, 2):
             raise TypeError(f"Q @ x needs a vector or a matrix, got {x.type}.")
-        p = self.pattern
-        off_np = np.flatnonzero(~p.is_diag)
-        r, c, off = const_index(p.rows), const_index(p.cols), const_index(off_np)
-        r_off, c_off = const_index(p.rows[off_np]), const_index(p.cols[off_np])
-        vals = self.data if x.type.ndim == 1 else self.data[:, None]
-        out = pt.zeros((self.n,) if x.type.ndim == 1 else (self.n, x.shape[1]), dtype="float64")
-        out = pt.inc_subtensor(out[r], vals * x[c])
-        voff = self.data[off] if x.type.ndim == 1 else self.data[off][:, None]
-        out = pt.inc_subtensor(out[c_off], voff * x[r_off])
-        return out
+        return matvec(self.pattern, self.data, x)
 
     def dot(self, x):
         """Alias of ``self @ x``."""
         return self @ x
 
     def quad_form(self, x, y=None):
-        r"""``x' Q y`` (``y = x`` by default) as :math:`\sum_e w_e q_e x_{r_e} y_{c_e}`-type sums.
+        r"""``x' Q y`` (``y = x`` by default), one fused pass over the stored values.
 
         For ``y = x`` this is :math:`\sum_e w_e q_e x_{r_e} x_{c_e}` with :math:`w_e = 1`
-        on the diagonal and 2 off it.  A matrix ``x`` of shape ``(n, k)`` gives ``k``
-        quadratic forms, one per column.
+        on the diagonal and 2 off it, computed with :math:`Qx` (which the gradient reuses)
+        by :class:`~pymc_sparse.ops.quadform.SparseQuadForm`.  A matrix ``x`` of shape
+        ``(n, k)`` gives ``k`` quadratic forms, one per column.  Vectors of another length
+        than ``n`` raise ``ValueError``.
         """
         x = pt.as_tensor_variable(x)
-        p = self.pattern
-        r, c = const_index(p.rows), const_index(p.cols)
+        if x.type.ndim not in (1, 2):
+            raise TypeError(f"quad_form needs a vector or a matrix, got {x.type}.")
         if y is None:
-            w = pt.constant(p.symmetric_weights)
-            if x.type.ndim == 1:
-                return pt.sum(w * self.data * x[r] * x[c])
-            return pt.sum((w * self.data)[:, None] * x[r] * x[c], axis=0)
+            return quad_form(self.pattern, self.data, x)
         y = pt.as_tensor_variable(y)
+        m = _static_length(x)
+        if m is not None and m != self.n:
+            raise ValueError(f"`x` has length {m} but the matrix is {self.n} x {self.n}.")
         return pt.sum(x * (self @ y), axis=0)
 
     def to_scipy(self, data=None) -> sp.csc_matrix:

@@ -100,7 +100,7 @@ def test_fundamental_supernodes_from_csc_match_dense(name):
     ids=["grid160", "lattice3_22", "random1500"],
 )
 def test_large_matches_simplicial_reference(A):
-    f, plan, x = supernodal_factor(A, "metis")
+    _f, plan, x = supernodal_factor(A, "metis")
     ip, ix, to_x = supernodal_to_csc(plan)
     Z = takahashi_supernodal(plan, x)[to_x]
     assert rel_err(Z, takahashi_simplicial(ip, ix, x[to_x])) < 1e-12
@@ -166,7 +166,7 @@ def test_not_positive_definite_is_nan():
 
 
 def test_singular_diagonal_block_gives_nan():
-    f, plan, x = supernodal_factor(grid_laplacian(20))
+    _f, plan, x = supernodal_factor(grid_laplacian(20))
     x = x.copy()
     x[plan.px[-2]] = 0.0  # first diagonal entry of the last supernode
     assert np.all(np.isnan(takahashi_supernodal(plan, x)))
@@ -178,14 +178,14 @@ def test_bad_structure_and_values_raise():
         supernodes([0, 1, 2, 3], [0, 3, 4, 5], [0, 3, 4, 5], [0, 1, 2, 1, 2])
     with pytest.raises(ValueError, match="missing"):
         supernodes_from_csc(np.array([0, 3, 4, 5]), np.array([0, 1, 2, 1, 2]))
-    f, plan, x = supernodal_factor(grid_laplacian(20))
+    _f, plan, x = supernodal_factor(grid_laplacian(20))
     with pytest.raises(ValueError, match="supernodal values"):
         takahashi_supernodal(plan, x[:-1])
 
 
 def test_view_rejects_unknown_objects():
     A = grid_laplacian(20)
-    f, plan, x = supernodal_factor(A)
+    f, _plan, _x = supernodal_factor(A)
     assert cholmod_supernodal_view(object(), A.shape[0]) is None
     assert cholmod_supernodal_view(f, A.shape[0] + 1) is None
     low = sp.tril(A).tocsc()
@@ -196,7 +196,7 @@ def test_view_rejects_unknown_objects():
 
 def test_map_pattern_to_supernodes():
     A = case("random300")
-    pattern, data = SparsityPattern.from_scipy(A)
+    pattern, _data = SparsityPattern.from_scipy(A)
     f, plan, x = supernodal_factor(A)
     q_to_x = map_pattern_to_supernodes(pattern, np.asarray(f.P()), plan)
     C = np.linalg.inv(A.toarray())
@@ -243,3 +243,40 @@ def test_logdet_supernodal():
     f, plan, x = supernodal_factor(A, "metis")
     assert np.isclose(logdet_supernodal(plan, x), np.linalg.slogdet(A.toarray())[1], rtol=1e-12)
     assert np.isclose(logdet_supernodal(plan, x), f.logdet(), rtol=1e-13)
+
+
+def test_one_supernode_partitioner_and_moved_names():
+    # Issue 15: the kernel and its adjoint share one partitioner; the CHOLMOD struct view,
+    # the BLAS bindings and the plan live in their own modules, re-exported here.
+    from pymc_sparse.linalg import blas, cholmod_struct, supernodes, takahashi, takahashi_adjoint
+
+    assert takahashi_adjoint.csc_supernodes is supernodes.supernode_starts
+    assert takahashi_adjoint._BLAS_THREADS is blas._BLAS_THREADS is takahashi._BLAS_THREADS
+    for name in ("Supernodes", "supernodes", "supernodes_from_csc", "supernodal_to_csc"):
+        assert getattr(takahashi, name) is getattr(supernodes, name)
+    for name in ("cholmod_supernodal_view", "supernodal_view_cached"):
+        assert getattr(takahashi, name) is getattr(cholmod_struct, name)
+    A = grid_laplacian(6)
+    L = sp.csc_matrix(np.linalg.cholesky(A.toarray()))
+    L.sort_indices()
+    sn, _ = supernodes.supernodes_from_csc(L.indptr, L.indices)
+    starts = supernodes.supernode_starts(L.indptr.astype(np.int64), L.indices.astype(np.int64))
+    np.testing.assert_array_equal(sn.sup, starts)
+    assert starts.size - 1 < A.shape[0]  # a dense-ish factor has multi-column supernodes
+
+
+@pytest.mark.parametrize("name", MATRIX_IDS, ids=MATRIX_IDS)
+def test_takahashi_csc_matches_dense_on_a_simplicial_factor(name):
+    from pymc_sparse.linalg.takahashi import CSCPlan, takahashi_csc
+
+    A = matrix(name)
+    low = sp.tril(A).tocsc()
+    f = skc.analyze(low, mode="simplicial", ordering_method="amd").copy()
+    f.cholesky_inplace(low)
+    L = f.L().tocsc()
+    L.sort_indices()
+    plan = CSCPlan.from_csc(L.indptr, L.indices)
+    Z = takahashi_csc(plan, L.data)
+    np.testing.assert_allclose(Z, dense_on_factor(A, f, L.indptr, L.indices), atol=1e-12)
+    Zs = takahashi_simplicial(L.indptr.astype(np.int64), L.indices.astype(np.int64), L.data)
+    np.testing.assert_allclose(Z, Zs, rtol=1e-12, atol=1e-14)

@@ -1,5 +1,7 @@
 """Reverse-mode derivative of the selected inverse: kernels, Op, Hessians of logdet."""
 
+import itertools
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -97,7 +99,7 @@ def test_supernode_partition_is_valid():
     starts = csc_supernodes(ip, ix)
     assert starts[0] == 0 and starts[-1] == pattern.n and np.all(np.diff(starts) > 0)
     assert starts.size - 1 < pattern.n  # some columns do merge
-    for c0, c1 in zip(starts[:-1], starts[1:]):
+    for c0, c1 in itertools.pairwise(starts):
         for j in range(c0, c1 - 1):
             np.testing.assert_array_equal(ix[ip[j] + 1 : ip[j + 1]], ix[ip[j + 1] : ip[j + 2]])
 
@@ -148,7 +150,7 @@ def test_verify_grad_of_pullback_in_cotangent(name, rng):
 
 
 def test_pullback_gradient_in_data_raises():
-    pattern, data = SparsityPattern.from_scipy(grid_laplacian(3))
+    pattern, _data = SparsityPattern.from_scipy(grid_laplacian(3))
     d = pt.vector("d", shape=(pattern.nnz,))
     out = SparseSelectedInverseGrad(pattern)(d, pt.ones(pattern.nnz)).sum()
     with pytest.raises(Exception, match="Third derivatives"):

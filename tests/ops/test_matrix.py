@@ -34,13 +34,13 @@ def test_nan_raises():
 
 
 def test_data_length_mismatch_raises():
-    p, d = SparsityPattern.from_scipy(grid_laplacian(3))
+    p, _ = SparsityPattern.from_scipy(grid_laplacian(3))
     with pytest.raises(ValueError, match="stores 21 values"):
         pms.SparseMatrix(p, np.ones(5))
 
 
 def test_float32_upcast_with_warning():
-    p, d = SparsityPattern.from_scipy(grid_laplacian(3))
+    p, _ = SparsityPattern.from_scipy(grid_laplacian(3))
     x = pt.vector("x", dtype="float32")
     with pytest.warns(UserWarning, match="upcast to float64"):
         Q = pms.SparseMatrix(p, x)
@@ -101,3 +101,80 @@ def test_arithmetic_gradients(rng):
         )
 
     verify_grad(f, [np.array(1.5), np.array(0.4), x0], rng=rng)
+
+
+# ------------------------------------------------ fused matvec / quadratic form (issue 16)
+@pytest.mark.parametrize(
+    "mode", ["FAST_RUN", "NUMBA", "FAST_COMPILE", "JAX"], ids=["c", "numba", "py", "jax"]
+)
+def test_fused_ops_match_dense_on_every_backend(mode, rng):
+    if mode == "JAX":
+        pytest.importorskip("jax")
+        import pymc_sparse.dispatch.jax  # noqa: F401
+    A = grid_laplacian(4)  # genuine fill-in pattern, unsymmetric column lengths
+    pattern, q = SparsityPattern.from_scipy(A)
+    d, x, X = pt.vector("d"), pt.vector("x"), pt.matrix("X")
+    Q = pms.SparseMatrix(pattern, d)
+    outs = [Q @ x, Q.quad_form(x), Q @ X, Q.quad_form(X), Q.quad_form(x, 2 * x)]
+    cost = Q.quad_form(x) + pt.sum(pt.sin(Q @ x)) + pt.sum(Q.quad_form(X))
+    f = pytensor.function([d, x, X], [*outs, *pytensor.grad(cost, [d, x, X])], mode=mode)
+    xv, Xv = rng.normal(size=pattern.n), rng.normal(size=(pattern.n, 3))
+    got = f(q, xv, Xv)
+    Ad = A.toarray()
+    np.testing.assert_allclose(got[0], Ad @ xv, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[1], xv @ Ad @ xv, rtol=1e-12)
+    np.testing.assert_allclose(got[2], Ad @ Xv, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[3], np.einsum("ik,ij,jk->k", Xv, Ad, Xv), rtol=1e-12)
+    np.testing.assert_allclose(got[4], 2 * xv @ Ad @ xv, rtol=1e-12)
+    # Gradient in x from the dense formula; in d against finite differences below.
+    gx = 2 * Ad @ xv + Ad @ np.cos(Ad @ xv)
+    np.testing.assert_allclose(got[6], gx, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[7], 2 * Ad @ Xv, rtol=1e-10, atol=1e-12)
+    w = pattern.symmetric_weights
+    r, c = pattern.rows, pattern.cols
+    u = np.cos(Ad @ xv)
+    gd = w * xv[r] * xv[c] + np.where(r == c, u[r] * xv[c], u[r] * xv[c] + u[c] * xv[r])
+    gd += w * np.einsum("ek,ek->e", Xv[r], Xv[c])
+    np.testing.assert_allclose(got[5], gd, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_ops_verify_grad_second_order(rng):
+    A = grid_laplacian(3)
+    pattern, q = SparsityPattern.from_scipy(A)
+    x0 = rng.normal(size=pattern.n)
+
+    def grad_norm(d, x):
+        Q = pms.SparseMatrix(pattern, d)
+        g = pytensor.grad(Q.quad_form(x) + pt.sum(pt.sin(Q @ x)), [d, x])
+        return pt.sum(g[0] ** 2) + pt.sum(g[1] ** 2)
+
+    verify_grad(grad_norm, [q, x0], rng=rng)
+    verify_grad(lambda d, x: pms.SparseMatrix(pattern, d).quad_form(x), [q, x0], rng=rng)
+    X0 = rng.normal(size=(9, 2))
+    verify_grad(lambda d, X: pt.sum(pms.SparseMatrix(pattern, d) @ X), [q, X0], rng=rng)
+
+
+def test_wrong_vector_length_raises_at_build():
+    # Issue 18: a vector of length n + 3 used to be truncated silently.
+    Q = pms.SparseMatrix.from_scipy(grid_laplacian(3))  # n = 9
+    bad = pt.vector("x", shape=(12,))
+    with pytest.raises(ValueError, match=r"length 12 but the matrix is 9 x 9"):
+        Q @ bad
+    with pytest.raises(ValueError, match=r"length 12 but the matrix is 9 x 9"):
+        Q.quad_form(bad)
+    with pytest.raises(ValueError, match=r"length 12 but the matrix is 9 x 9"):
+        Q.quad_form(bad, pt.vector("y"))
+    with pytest.raises(ValueError, match=r"length 12 but the matrix is 9 x 9"):
+        Q.quad_form(np.ones(12))
+
+
+@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA", "FAST_COMPILE"], ids=["c", "numba", "py"])
+def test_wrong_vector_length_raises_at_run_time(mode):
+    Q = pms.SparseMatrix.from_scipy(grid_laplacian(3))  # n = 9
+    x = pt.vector("x")
+    f = pytensor.function([x], [Q @ x, Q.quad_form(x)], mode=mode)
+    assert np.isfinite(f(np.ones(9))[1])
+    with pytest.raises(ValueError, match="length"):
+        f(np.ones(12))
+    with pytest.raises(ValueError, match="length"):
+        f(np.ones(3))
