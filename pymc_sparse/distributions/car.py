@@ -241,7 +241,9 @@ def car_rv_logp(op: CARRV, values, rng, size, mu, d_data, w_data, alpha, tau, **
 @_support_point.register(CARRV)
 def car_support_point(op, rv, rng, size, mu, d_data, w_data, alpha, tau):
     """Return the mean, broadcast to the shape of the variable."""
-    return pt.full_like(rv, mu)
+    # Not full_like(rv, .): that references the draw, so the initial point would sample the
+    # field (a full factorisation, minutes at n = 1e6); rv.shape is inferred without it.
+    return pt.alloc(pt.cast(mu, "float64"), *rv.shape)
 
 
 class CAR(Continuous):

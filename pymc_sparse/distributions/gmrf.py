@@ -120,7 +120,9 @@ def sparse_gmrf_logp(op: SparseGMRFRV, values, rng, size, mu, data, **kwargs):
 @_support_point.register(SparseGMRFRV)
 def sparse_gmrf_support_point(op, rv, rng, size, mu, data):
     """Return the mean, broadcast to the shape of the variable."""
-    return pt.full_like(rv, mu)
+    # Not full_like(rv, .): that references the draw, so the initial point would sample the
+    # field (a full factorisation, minutes at n = 1e6); rv.shape is inferred without it.
+    return pt.alloc(pt.cast(mu, "float64"), *rv.shape)
 
 
 class SparseGMRF(Continuous):

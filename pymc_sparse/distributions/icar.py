@@ -119,6 +119,9 @@ class ComponentZeroSumTransform(Transform):
 
     def backward(self, value, *inputs):
         """Free coordinates ``(..., n - k)`` to the constrained vector ``(..., n)``."""
+        value = pt.as_tensor_variable(value)
+        if value.type.ndim == 1:
+            return self._backward_vector(value)
         lay = self.layout
         free, pos, comp = (const_index(lay[k]) for k in ("free", "proper_pos", "proper_comp"))
         flat, batch = self._batch(value, lay["free"].size)
@@ -134,6 +137,24 @@ class ComponentZeroSumTransform(Transform):
             x = pt.inc_subtensor(x[:, free_pos], -norm[:, comp])
             x = pt.set_subtensor(x[:, const_index(lay["pivots"])], -s / pt.sqrt(m))
         return x.reshape(pt.concatenate([batch, [lay["n"]]]), ndim=value.ndim)
+
+    def _backward_vector(self, value):
+        # The map for one vector (what NUTS evaluates) with 1-d gathers and scatters only:
+        # the batched form scatters along axis 1, which PyTensor's C backend runs in Python
+        # (np.add.at) -- 95% of an ICAR log-density + gradient at n = 1,921
+        # (benchmarks/small_n.py icar, docs/performance/small_n.md).
+        lay = self.layout
+        x = pt.zeros(lay["n"], dtype="float64")
+        x = pt.set_subtensor(x[const_index(lay["free"])], value)
+        if lay["n_proper"]:
+            m = pt.constant(lay["sizes"])
+            comp = const_index(lay["proper_comp"])
+            s = pt.zeros(lay["n_proper"], dtype="float64")
+            s = pt.inc_subtensor(s[comp], value[const_index(lay["proper_pos"])])
+            free_pos = const_index(lay["free"][lay["proper_pos"]])
+            x = pt.inc_subtensor(x[free_pos], -(s / (pt.sqrt(m) + m))[comp])
+            x = pt.set_subtensor(x[const_index(lay["pivots"])], -s / pt.sqrt(m))
+        return x
 
     def forward(self, value, *inputs):
         """Constrained vector ``(..., n)`` to free coordinates ``(..., n - k)``."""
@@ -241,7 +262,8 @@ def icar_rv_logp(op: ICARRV, values, rng, size, r_data, sigma, **kwargs):
 @_support_point.register(ICARRV)
 def icar_support_point(op, rv, rng, size, r_data, sigma):
     """Return zero, which satisfies every constraint."""
-    return pt.zeros_like(rv)
+    # Not zeros_like(rv): that references the draw (see car_support_point).
+    return pt.zeros(rv.shape, dtype="float64")
 
 
 @_default_transform.register(ICARRV)
