@@ -217,6 +217,13 @@ def _edge_pair_product(rows, cols, u, v):
     return e.sum(axis=1) if e.ndim == 2 else e
 
 
+def _f64(x):
+    # PyTensor's JAX linker can hand a fused elementwise result over as a weakly typed
+    # float32 value although the graph says float64 (seen in MarginalGMRFNormal's
+    # gradient); make the dtype explicit, as every callback's result already is.
+    return jnp.asarray(x, dtype=jnp.float64)
+
+
 def _node_edges(node):
     """Row and column of each stored entry, from the index constants of a quadform node."""
     indptr, indices = (np.asarray(i.data) for i in node.inputs[2:4])
@@ -395,7 +402,7 @@ def jax_funcify_SparseMatVec(op, node=None, **kwargs):
     rows, cols = _node_edges(node)
 
     def sparse_matvec(data, x, indptr, indices):
-        return _edge_matvec(rows, cols, data, x)
+        return _edge_matvec(rows, cols, _f64(data), _f64(x))
 
     return sparse_matvec
 
@@ -406,7 +413,8 @@ def jax_funcify_SparseQuadForm(op, node=None, **kwargs):
     rows, cols = _node_edges(node)
 
     def sparse_quad_form(data, x, indptr, indices):
-        y = _edge_matvec(rows, cols, data, x)
+        x = _f64(x)
+        y = _edge_matvec(rows, cols, _f64(data), x)
         return jnp.sum(x * y, axis=0), y
 
     return sparse_quad_form
@@ -418,6 +426,6 @@ def jax_funcify_SparsePairProduct(op, node=None, **kwargs):
     rows, cols = _node_edges(node)
 
     def sparse_pair_product(u, v, indptr, indices):
-        return _edge_pair_product(rows, cols, u, v)
+        return _edge_pair_product(rows, cols, _f64(u), _f64(v))
 
     return sparse_pair_product

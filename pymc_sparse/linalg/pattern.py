@@ -195,9 +195,10 @@ class SparsityPattern:
         x = np.asarray(x, dtype=np.float64)
         if x.shape[0] != self.n:
             raise ValueError(f"x has {x.shape[0]} rows; the matrix has n = {self.n}.")
-        L = self.lower_csc(data)
-        strict = L - sp.diags(L.diagonal())
-        return L @ x + strict.T @ x
+        data = np.asarray(data, dtype=np.float64)
+        if data.shape != (self.nnz,):
+            raise ValueError(f"data has shape {data.shape}; expected ({self.nnz},).")
+        return lower_matvec(self.indptr, self.indices, data, x)
 
     def index_of(self, rows, cols) -> np.ndarray:
         """Positions in ``data`` of entries (rows, cols) of either triangle; -1 if absent."""
@@ -246,3 +247,16 @@ class SparsityPattern:
 
     def __reduce__(self):
         return (SparsityPattern, (self.n, np.array(self.indptr), np.array(self.indices)))
+
+
+def lower_matvec(indptr, indices, data, x) -> np.ndarray:
+    r"""Return :math:`Q x` for :math:`Q` given by its lower triangle in CSC form.
+
+    :math:`Q x = L x + L^\top x - \operatorname{diag}(L)\, x`: two sparse products
+    with the stored triangle, so each off-diagonal value acts twice.  ``x`` is ``(n,)`` or
+    ``(n, k)``.  No checks: callers validate lengths (:meth:`SparsityPattern.matvec`,
+    the quadratic-form Ops).
+    """
+    n = indptr.size - 1
+    L = sp.csc_matrix((data, indices, indptr), shape=(n, n))
+    return L @ x + L.T @ x - (L.diagonal() * x.T).T

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytensor.tensor as pt
-import scipy.sparse as sp
 from pytensor.gradient import DisconnectedType
 from pytensor.graph.basic import Apply, Constant
 from pytensor.link.c.op import COp
 
-from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.pattern import SparsityPattern, lower_matvec
 from pymc_sparse.ops._index import const_index
 
 __all__ = [
@@ -85,11 +84,6 @@ def _float64(v, name):
     return v
 
 
-def _lower(indptr, indices, data) -> sp.csc_matrix:
-    n = indptr.size - 1
-    return sp.csc_matrix((data, indices, indptr), shape=(n, n))
-
-
 def _runtime_check(what, indptr, indices, data, *vectors):
     n, nnz = indptr.size - 1, indices.size
     if data is not None and data.shape[0] != nnz:
@@ -102,9 +96,7 @@ def _runtime_check(what, indptr, indices, data, *vectors):
 def numpy_matvec(indptr, indices, data, x) -> np.ndarray:
     """``Q x`` from the stored lower triangle (NumPy/SciPy; ``x`` of shape (n,) or (n, k))."""
     _runtime_check("Q @ x", indptr, indices, data, x)
-    L = _lower(indptr, indices, data)
-    d = L.diagonal()
-    return L @ x + L.T @ x - (d * x.T).T
+    return lower_matvec(indptr, indices, data, x)
 
 
 def numpy_pair_product(indptr, indices, u, v) -> np.ndarray:
@@ -335,7 +327,8 @@ class SparseQuadForm(_PatternOp):
         sbar, ybar = output_grads
         gx, gdata = [], []
         if not isinstance(sbar.type, DisconnectedType):
-            gx.append(2.0 * (sbar * y if x.type.ndim == 1 else y * sbar[None, :]))
+            two = pt.constant(2.0, dtype="float64")
+            gx.append(two * (sbar * y if x.type.ndim == 1 else y * sbar[None, :]))
             gdata.append(SparsePairProduct()(x, x * sbar, indptr, indices))
         if not isinstance(ybar.type, DisconnectedType):
             gx.append(SparseMatVec()(data, ybar, indptr, indices))
