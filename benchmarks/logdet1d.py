@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def lattice(n_target):
-    m = int(round(np.sqrt(n_target)))
+    m = round(np.sqrt(n_target))
     from tests.helpers import lattice_adjacency
 
     return lattice_adjacency(m)
@@ -91,7 +91,7 @@ def ours(W, reps, jax_too=True):
         jargs = (jax.numpy.asarray(x), 0.7, 1.3)
 
         def run(*a):
-            v, g = vg(*a)
+            _v, g = vg(*a)
             return jax.block_until_ready(g)
 
         out["eval_jax_s"] = time_fn(run, jargs, reps)

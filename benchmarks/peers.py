@@ -23,7 +23,8 @@ Kinds
 
 Systems: ``ours``, ``ours_jax``, ``ours_interp``, ``ours_interp_jax`` (our CAR with
 ``logdet="exact"``, one sparse Cholesky per evaluation, or ``logdet="interpolated"``, the
-certified table of :mod:`pymc_sparse.logdet1d.table`, which ``logdet="auto"`` picks by default), ``pm_car``,
+certified table of :mod:`pymc_sparse.logdet1d.table`, which ``logdet="auto"`` picks by
+default), ``pm_car``,
 ``pm_mvnormal`` (dense ``pm.MvNormal(tau=Q)``), ``numpyro_car``, ``numpyro_car_sparse``,
 ``sparsax`` (CHOLMOD through JAX: log-determinant by ``sparsax.logdet`` on the upper
 triangle, quadratic form in ``jax.numpy``).

@@ -15,7 +15,8 @@ eigenvalues of an ``n x n`` matrix; here a log-density gradient costs one sparse
 Cholesky factorisation plus its selected inverse (``--logdet exact``, the
 :class:`~pymc_sparse.distributions.car.CAR` distribution as written), or O(1) for the
 log-determinant with the certified interpolation table of
-:func:`pymc_sparse.logdet1d.table.car_logdet` built once (``--logdet interpolated``, the default: the same
+:func:`pymc_sparse.distributions.car.car_logdet` built once (``--logdet interpolated``,
+the default: the same
 density to the table's certified tolerance; the quadratic form stays exact).
 
 Run from the repository root::

@@ -12,6 +12,7 @@ import pymc_sparse.dispatch.numba
 
 # Distributions and precision builders (issue 4), one-parameter log-determinants (issue 9).
 from pymc_sparse import precision as precision
+from pymc_sparse import spde as spde
 from pymc_sparse._version import __version__ as __version__
 from pymc_sparse.distributions import BYM2 as BYM2
 from pymc_sparse.distributions import CAR as CAR
@@ -20,6 +21,10 @@ from pymc_sparse.distributions import SparseGMRF as SparseGMRF
 from pymc_sparse.distributions.laplace import LaplaceGMRF as LaplaceGMRF
 from pymc_sparse.distributions.marginal import MarginalGMRFNormal as MarginalGMRFNormal
 from pymc_sparse.distributions.marginal import ObservationMatrix as ObservationMatrix
+from pymc_sparse.distributions.matern import MaternSPDE as MaternSPDE
+from pymc_sparse.distributions.matern import matern_logdet as matern_logdet
+from pymc_sparse.distributions.matern import matern_precision as matern_precision
+from pymc_sparse.distributions.matern import pc_matern_prior as pc_matern_prior
 from pymc_sparse.inference.imh import sample_imh as sample_imh
 from pymc_sparse.inference.laplace_check import check_laplace as check_laplace
 from pymc_sparse.inference.laplace_grid import fit_laplace_grid as fit_laplace_grid
@@ -28,6 +33,7 @@ from pymc_sparse.inference.marginalize import MarginalizeError as MarginalizeErr
 from pymc_sparse.inference.marginalize import marginalize_laplace as marginalize_laplace
 from pymc_sparse.linalg.cholmod import Factor as Factor
 from pymc_sparse.linalg.cholmod import NotPositiveDefiniteError as NotPositiveDefiniteError
+from pymc_sparse.linalg.cholmod import SingularPrecisionError as SingularPrecisionError
 from pymc_sparse.linalg.cholmod import cache_info as cache_info
 from pymc_sparse.linalg.cholmod import cholesky as cholesky
 from pymc_sparse.linalg.cholmod import clear_cache as clear_cache
@@ -63,6 +69,7 @@ from pymc_sparse.precision import rw2 as rw2
 from pymc_sparse.precision import scaling_factor as scaling_factor
 from pymc_sparse.precision import validate_adjacency as validate_adjacency
 from pymc_sparse.precision.graph import AdjacencyChangedError as AdjacencyChangedError
+from pymc_sparse.spde.mesh import mesh_from_points as mesh_from_points
 
 if _find_spec("jax") is not None:  # registers jax_funcify for every Op
     import pymc_sparse.dispatch.jax

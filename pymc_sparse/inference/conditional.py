@@ -38,7 +38,6 @@ class ConditionalPrecision:
         return out
 
 
-
 # Index maps of a (pattern, design) pair: O(nnz) integers each, cheap to rebuild.
 _CONDITIONALS = LRUCache(16, "conditional precisions")
 

@@ -1,7 +1,7 @@
-"""Connected components of a sparse graph, and which of them are bipartite.
+r"""Connected components of a sparse graph, and which of them are bipartite.
 
 The one component counter of the package: the CAR table (singular points at
-:math:`\\alpha = \\pm 1`), the ICAR constraints and the public
+:math:`\alpha = \pm 1`), the ICAR constraints and the public
 ``pms.connected_components`` all call it.
 """
 
@@ -25,9 +25,9 @@ def components(W) -> tuple[int, np.ndarray]:
 
 
 def bipartite_components(W, labels: np.ndarray) -> int:
-    """Count the components with at least one edge whose graph is bipartite.
+    r"""Count the components with at least one edge whose graph is bipartite.
 
-    A bipartite component makes :math:`D - \\alpha W` singular at :math:`\\alpha = -1`.
+    A bipartite component makes :math:`D - \alpha W` singular at :math:`\alpha = -1`.
     Two-colouring along a breadth-first tree: bipartite iff no edge joins equal colours.
     """
     W = sp.csr_matrix(W)

@@ -1,11 +1,11 @@
-"""Static sparsity patterns of symmetric matrices.
+r"""Static sparsity patterns of symmetric matrices.
 
 A symmetric sparse matrix is stored as the *lower triangle* (diagonal included) of its
 compressed-sparse-column (CSC) form: a :class:`SparsityPattern` holds the index arrays,
 fixed when a graph is built, and a dense vector ``data`` of length ``nnz`` holds the
 values, which may be symbolic.  The matrix represented is
 
-.. math:: Q = T + T^\\top - \\operatorname{diag}(T), \\qquad T = \\operatorname{tril}(Q),
+.. math:: Q = T + T^\top - \operatorname{diag}(T), \qquad T = \operatorname{tril}(Q),
 
 so a stored off-diagonal value appears twice in ``Q`` and a perturbation of it moves
 both symmetric entries.  Gradients with respect to ``data`` follow the same convention.

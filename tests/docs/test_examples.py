@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
 # Pages that take more than about a minute in quick mode (measured on the 2-core
 # development machine) run only with --runslow: the two PyMC notebook ports fit the PyMC
-# original and ours side by side and took 3-5 min each, mostly compiling pm.CAR/pm.ICAR.
-SLOW: set[str] = {"pymc_car_scotland", "pymc_nyc_bym"}
+# original and ours side by side and took 3-5 min each, mostly compiling pm.CAR/pm.ICAR;
+# spde fits the SPDE next to pm.gp.Marginal (about 1 min of CPU).
+SLOW: set[str] = {"pymc_car_scotland", "pymc_nyc_bym", "spde"}
 TIMEOUT_S = 900
 
 

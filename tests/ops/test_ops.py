@@ -31,7 +31,7 @@ def test_grid_has_fill_in():
 @pytest.mark.parametrize("name", MATRIX_IDS)
 def test_logdet_value(name, mode):
     A = matrix(name)
-    p, d, data, Q = _symbolic(A)
+    _p, d, data, Q = _symbolic(A)
     f = pytensor.function([data], pms.logdet(Q), mode=mode)
     np.testing.assert_allclose(f(d), np.linalg.slogdet(A.toarray())[1], rtol=1e-12)
 
@@ -40,7 +40,7 @@ def test_logdet_value(name, mode):
 @pytest.mark.parametrize("name", MATRIX_IDS)
 def test_solve_value(name, mode, rng):
     A = matrix(name)
-    p, d, data, Q = _symbolic(A)
+    _p, d, data, Q = _symbolic(A)
     b = pt.dmatrix("b")
     bv = pt.dvector("bv")
     f = pytensor.function([data, b, bv], [pms.solve(Q, b), pms.solve(Q, bv)], mode=mode)
@@ -115,7 +115,7 @@ def test_one_factorisation_per_point():
 def test_not_positive_definite_gives_nan(mode):
     A = matrix("grid5").toarray()
     A[3, 3] = -5.0
-    p, d, data, Q = _symbolic(sp.csc_matrix(A))
+    _p, d, data, Q = _symbolic(sp.csc_matrix(A))
     f = pytensor.function(
         [data], [pms.logdet(Q), pms.solve(Q, pt.ones(25)), pms.selected_inverse(Q).data], mode=mode
     )
@@ -126,7 +126,7 @@ def test_not_positive_definite_gives_nan(mode):
 
 
 def test_nan_values_give_nan_inside_graph():
-    p, d, data, Q = _symbolic(matrix("grid5"))
+    _p, d, data, Q = _symbolic(matrix("grid5"))
     d = d.copy()
     d[0] = np.nan
     assert np.isnan(pytensor.function([data], pms.logdet(Q))(d))
@@ -146,14 +146,14 @@ def test_cholesky_helper_values(rng):
 
 
 def test_runtime_length_mismatch_raises():
-    p, d, data, Q = _symbolic(matrix("grid5"))
+    _p, _d, data, Q = _symbolic(matrix("grid5"))
     f = pytensor.function([data], pms.logdet(Q))
     with pytest.raises(ValueError, match="values vector of length"):
         f(np.ones(3))
 
 
 def test_solve_shape_mismatch_raises():
-    p, d, data, Q = _symbolic(matrix("grid5"))
+    _p, _d, _data, Q = _symbolic(matrix("grid5"))
     with pytest.raises(ValueError, match="rows"):
         pms.solve(Q, pt.ones(7))
 
