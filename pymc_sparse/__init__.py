@@ -1,9 +1,14 @@
 """pymc_sparse: differentiable sparse linear algebra and GMRF priors for PyMC.
 
-The public API: :class:`SparseMatrix` (static pattern + symbolic values), the Ops'
-wrappers :func:`logdet`, :func:`solve`, :func:`selected_inverse`,
-:func:`marginal_variances`, the sampler :func:`sample_gmrf`, and the shared factor
-cache's :func:`cache_info` / :func:`clear_cache` / :func:`cholesky`.
+The public API (docs/api.md): :class:`SparseMatrix` and the Ops' wrappers
+(:func:`logdet`, :func:`solve`, :func:`selected_inverse`, :func:`marginal_variances`) on
+one shared CHOLMOD factor cache (:func:`cholesky`, :func:`cache_info`,
+:func:`clear_cache`); the distributions :class:`SparseGMRF`, :class:`CAR`, :class:`ICAR`,
+:func:`BYM2`, :class:`MarginalGMRFNormal`, :class:`LaplaceGMRF` and :class:`MaternSPDE`;
+inference helpers (:func:`sample_imh`, :func:`sample_latent`, :func:`marginalize_laplace`,
+:func:`fit_laplace_grid`, :func:`check_laplace`); certified one-parameter
+log-determinants; precision builders (:mod:`pymc_sparse.precision`) and meshes
+(:mod:`pymc_sparse.spde`).
 """
 
 from importlib.util import find_spec as _find_spec
