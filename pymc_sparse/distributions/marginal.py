@@ -54,7 +54,6 @@ import hashlib
 
 import numpy as np
 import pytensor.tensor as pt
-import scipy.sparse as sp
 from pymc.distributions.dist_math import check_parameters
 from pymc.distributions.distribution import Continuous, _support_point
 from pymc.distributions.shape_utils import rv_size_is_none
@@ -63,6 +62,7 @@ from pytensor.tensor.random.op import RandomVariable
 
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.sampling import sample_gmrf_numeric
+from pymc_sparse.linalg.validate import design_csr
 from pymc_sparse.ops import logdet, solve
 from pymc_sparse.ops._index import const_index
 from pymc_sparse.ops.matrix import SparseMatrix, as_sparse_matrix
@@ -104,29 +104,7 @@ class ObservationMatrix:
 
     def __init__(self, A, n: int):
         n = int(n)
-        if A is None:
-            A = sp.identity(n, format="csr")
-        if isinstance(A, np.ndarray):
-            if A.ndim != 2:
-                raise ValueError(f"`A` must be a 2-D (m, n) matrix, got shape {A.shape}.")
-            A = sp.csr_matrix(A)
-        if not sp.issparse(A):
-            raise TypeError(
-                f"`A` must be a constant scipy.sparse matrix (or NumPy array), got "
-                f"{type(A).__name__}. A symbolic design is not supported: its pattern must be "
-                "known when the graph is built."
-            )
-        if A.dtype.kind == "c":
-            raise TypeError(f"`A` must be real, got dtype {A.dtype}.")
-        A = sp.csr_matrix(A, dtype=np.float64)
-        if A.shape[1] != n:
-            raise ValueError(
-                f"`A` has {A.shape[1]} columns but the latent field has n = {n} nodes; A must "
-                "be (m, n) with y = A x + noise."
-            )
-        if not np.all(np.isfinite(A.data)):
-            raise ValueError("`A` contains NaN or infinite values.")
-        A.sum_duplicates()
+        A = design_csr(A, n)
         A.eliminate_zeros()
         A.sort_indices()
         self.A = A

@@ -81,6 +81,8 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp
 from scipy.stats import multivariate_t
 
+from pymc_sparse.inference._idata import posterior_at_points
+
 __all__ = ["sample_imh"]
 
 #: Weight, covariance factor and degrees of freedom of the defensive wide component.  A
@@ -525,27 +527,11 @@ def sample_imh(
 
 def _to_inference_data(model, f, xs, lps, acc, rate, elapsed, n_evals):
     """``pm.sample``-like InferenceData: constrained free variables and deterministics."""
-    # Constrained values and deterministics; PyMC names transformed values "x_log__".
-    outs = [v for v in model.unobserved_value_vars if not v.name.endswith("__")]
-    fn = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore", point_fn=False)
-    chains, draws, _ = xs.shape
-    values = {v.name: [] for v in outs}
-    for c in range(chains):
-        for d in range(draws):
-            res = fn(**f.unravel(xs[c, d]))
-            for v, r in zip(outs, res, strict=True):
-                values[v.name].append(np.asarray(r))
-    posterior = {
-        nm: np.stack(vals).reshape((chains, draws, *np.shape(vals[0])))
-        for nm, vals in values.items()
-    }
-    dims = {nm: list(d) for nm, d in model.named_vars_to_dims.items() if nm in posterior}
-    coords = {nm: np.asarray(v) for nm, v in model.coords.items() if v is not None}
-    idata = az.from_dict(
-        posterior=posterior,
+    idata = posterior_at_points(
+        model,
+        f,
+        xs,
         sample_stats={"lp": lps, "accepted": acc[..., 0], "accepted_rw": acc[..., 1]},
-        coords=coords,
-        dims=dims,
     )
     idata.sample_stats.attrs.update(
         {

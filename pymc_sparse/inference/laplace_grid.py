@@ -43,6 +43,7 @@ import pymc as pm
 from scipy.special import logsumexp
 from scipy.stats import chi2
 
+from pymc_sparse.inference._idata import posterior_at_points
 from pymc_sparse.inference.imh import _laplace, _Raveled
 
 __all__ = ["fit_laplace_grid"]
@@ -188,22 +189,4 @@ def fit_laplace_grid(
 
 def _to_idata(model, f, xs):
     """Constrained values and Deterministics at unconstrained points ``xs`` (chain, draw, d)."""
-    outs = [v for v in model.unobserved_value_vars if not v.name.endswith("__")]
-    fn = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore", point_fn=False)
-    chains, draws, _ = xs.shape
-    values = {v.name: [] for v in outs}
-    cache = {}
-    for c in range(chains):
-        for d in range(draws):
-            key = xs[c, d].tobytes()
-            if key not in cache:
-                cache[key] = fn(**f.unravel(xs[c, d]))
-            for v, r in zip(outs, cache[key], strict=True):
-                values[v.name].append(np.asarray(r))
-    posterior = {
-        nm: np.stack(vals).reshape((chains, draws, *np.shape(vals[0])))
-        for nm, vals in values.items()
-    }
-    dims = {nm: list(d) for nm, d in model.named_vars_to_dims.items() if nm in posterior}
-    coords = {nm: np.asarray(v) for nm, v in model.coords.items() if v is not None}
-    return az.from_dict(posterior=posterior, coords=coords, dims=dims)
+    return posterior_at_points(model, f, xs)

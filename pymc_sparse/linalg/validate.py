@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["as_csc_float64", "symmetric_csc"]
+__all__ = ["as_csc_float64", "design_csr", "symmetric_csc"]
 
 _EPS = np.finfo(np.float64).eps
 
@@ -121,5 +121,39 @@ def symmetric_csc(
             )
         if symmetrise:
             A = ((A + A.T) * 0.5).tocsc()
+    A.sort_indices()
+    return A
+
+
+def design_csr(A, n: int, *, model: str = "y = A x + noise") -> sp.csr_matrix:
+    """Return an observation matrix ``A`` (``(m, n)``) as a finite float64 CSR copy.
+
+    ``None`` is the identity (every node observed once).  The one check of a design
+    matrix: :class:`~pymc_sparse.ObservationMatrix` and the Laplace structure call it.
+    """
+    n = int(n)
+    if A is None:
+        return sp.identity(n, format="csr", dtype=np.float64)
+    if isinstance(A, np.ndarray):
+        if A.ndim != 2:
+            raise ValueError(f"`A` must be a 2-D (m, n) matrix, got shape {A.shape}.")
+        A = sp.csr_matrix(A)
+    if not sp.issparse(A):
+        raise TypeError(
+            f"`A` must be a constant scipy.sparse matrix (or NumPy array), got "
+            f"{type(A).__name__}. A symbolic design is not supported: its pattern must be "
+            "known when the graph is built."
+        )
+    if A.dtype.kind == "c":
+        raise TypeError(f"`A` must be real, got dtype {A.dtype}.")
+    A = sp.csr_matrix(A, dtype=np.float64, copy=True)
+    if A.shape[1] != n:
+        raise ValueError(
+            f"`A` has {A.shape[1]} columns but the latent field has n = {n} nodes; A must "
+            f"be (m, n) with {model}."
+        )
+    if not np.all(np.isfinite(A.data)):
+        raise ValueError("`A` contains NaN or infinite values.")
+    A.sum_duplicates()
     A.sort_indices()
     return A

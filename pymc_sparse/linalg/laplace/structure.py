@@ -26,6 +26,7 @@ from pymc_sparse.linalg.graph import components
 from pymc_sparse.linalg.laplace.families import get_family
 from pymc_sparse.linalg.lru import LRUCache
 from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.validate import design_csr
 
 __all__ = ["LaplaceStructure", "laplace_structure"]
 
@@ -34,28 +35,9 @@ _REDUCTIONS = LRUCache(16, "laplace_reductions")
 
 
 def _as_csr(A, n: int) -> sp.csr_matrix:
-    if A is None:
-        return sp.identity(n, format="csr", dtype=np.float64)
-    if hasattr(A, "A") and hasattr(A, "ata_pattern"):  # ObservationMatrix
+    if hasattr(A, "A") and hasattr(A, "ata_pattern"):  # an ObservationMatrix
         A = A.A
-    if isinstance(A, np.ndarray):
-        if A.ndim != 2:
-            raise ValueError(f"`A` must be a 2-D (m, n) matrix, got shape {A.shape}.")
-        A = sp.csr_matrix(A)
-    if not sp.issparse(A):
-        raise TypeError(
-            f"`A` must be None, a scipy.sparse matrix, a NumPy array or an ObservationMatrix, "
-            f"got {type(A).__name__}."
-        )
-    A = sp.csr_matrix(A, dtype=np.float64, copy=True)
-    if A.shape[1] != n:
-        raise ValueError(
-            f"`A` has {A.shape[1]} columns but the latent field has n = {n} nodes; "
-            "A must be (m, n) with eta = offset + A x."
-        )
-    A.sum_duplicates()
-    A.sort_indices()
-    return A
+    return design_csr(A, n, model="eta = offset + A x")
 
 
 class LaplaceStructure:
