@@ -64,6 +64,7 @@ from pymc_sparse.linalg.host import (
     host_selinv_vjp,
     host_solve,
 )
+from pymc_sparse.linalg.lru import lru_function
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.quadform import SparseMatVec, SparsePairProduct, SparseQuadForm
@@ -249,7 +250,7 @@ def _no_third_order_jvp(primals, tangents):
     raise NotImplementedError(_THIRD_ORDER_MESSAGE)
 
 
-@functools.lru_cache(maxsize=64)
+@lru_function(maxsize=64)
 def _functions(pattern: SparsityPattern):
     """``(logdet, solve, selected_inverse)`` JAX functions of stored values ``data``."""
     nnz = pattern.nnz

@@ -20,8 +20,6 @@ References
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +28,7 @@ from pytensor.link.jax.dispatch import jax_funcify
 from pymc_sparse.dispatch.jax import _check_float64, _require_x64
 from pymc_sparse.linalg.host import nan_guard
 from pymc_sparse.linalg.laplace.structure import LaplaceStructure
+from pymc_sparse.linalg.lru import lru_function
 from pymc_sparse.ops.laplace import (
     LaplaceMarginal,
     LaplaceMarginalGrad,
@@ -48,7 +47,7 @@ _F64 = np.float64
 _GRAD_IDX = (0, 1, 2, 3, 6)
 
 
-@functools.lru_cache(maxsize=32)
+@lru_function(maxsize=32)
 def _functions(structure: LaplaceStructure, tol: float, max_iter: int):
     """``(value_fn, grads_fn)`` JAX functions of the seven input vectors."""
     lens = _lengths(structure)

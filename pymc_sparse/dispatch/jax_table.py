@@ -17,13 +17,12 @@ without factorising.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from pytensor.link.jax.dispatch import jax_funcify
 
+from pymc_sparse.linalg.lru import lru_function
 from pymc_sparse.logdet1d.table import LogDetFamily
 from pymc_sparse.ops.table import OneParameterLogDet
 
@@ -64,7 +63,7 @@ def _table_function(family: LogDetFamily, derivative: int):
     return table
 
 
-@functools.lru_cache(maxsize=64)
+@lru_function(maxsize=64)
 def logdet1d_jax_function(family: LogDetFamily, derivative: int = 0):
     r"""A JAX function ``alpha -> f^{(derivative)}(alpha)`` of a tabulated family.
 

@@ -12,8 +12,6 @@ that subspace.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import pytensor.tensor as pt
 import scipy.sparse as sp
@@ -31,6 +29,7 @@ from pymc_sparse.distributions._utils import (
     core_numeric,
     core_param,
 )
+from pymc_sparse.linalg.lru import lru_function
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.ops._index import const_index
 from pymc_sparse.ops.matrix import SparseMatrix
@@ -58,7 +57,7 @@ def _components_from_structure(pattern: SparsityPattern, r_data: np.ndarray) -> 
     return GraphComponents.from_adjacency(sp.csc_matrix(W))
 
 
-@lru_cache(maxsize=64)
+@lru_function(maxsize=64)
 def _layout(pattern: SparsityPattern, singletons: str) -> dict:
     """Index arrays of the per-component zero-sum map (depends on the pattern only)."""
     off = (~pattern.is_diag).astype(np.float64)

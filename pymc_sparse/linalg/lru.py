@@ -8,11 +8,12 @@ where each cache is made.
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections import OrderedDict
 
-__all__ = ["LRUCache", "clear_all"]
+__all__ = ["LRUCache", "clear_all", "lru_function"]
 
 _REGISTRY: weakref.WeakSet = weakref.WeakSet()
 
@@ -79,7 +80,27 @@ class LRUCache:
         return {"size": len(self._data), "maxsize": self.maxsize}
 
 
+_FUNCTIONS: list = []
+
+
+def lru_function(maxsize: int):
+    """Return ``functools.lru_cache(maxsize)`` whose cache :func:`clear_all` also empties.
+
+    For memoised builders keyed on hashable arguments (JAX functions per pattern, ICAR
+    layouts); ``maxsize`` bounds them like every other cache.
+    """
+
+    def decorate(fn):
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+        _FUNCTIONS.append(cached)
+        return cached
+
+    return decorate
+
+
 def clear_all() -> None:
     """Empty every registered cache."""
     for cache in list(_REGISTRY):
         cache.clear()
+    for fn in _FUNCTIONS:
+        fn.cache_clear()
