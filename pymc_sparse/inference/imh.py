@@ -1,5 +1,8 @@
 r"""Exact MCMC for a few hyperparameters: independence Metropolis-Hastings.
 
+(About 550 lines: the proposal fit, its repair of degenerate components and the chain
+are one algorithm whose parts share private state; they read best together.)
+
 Once a latent Gaussian field is integrated out
 (:class:`~pymc_sparse.distributions.marginal.MarginalGMRFNormal`), what remains to sample
 is a handful of hyperparameters :math:`\theta` (a precision scale, a dependence

@@ -20,6 +20,10 @@ naming the column.  CHOLMOD reports an indefinite matrix in different ways (exce
 supernodal mode, a negative pivot in simplicial LDL' mode); all are normalised here.
 
 Numerical singularity is detected in :mod:`pymc_sparse.linalg.singular` (docs/reliability.md).
+
+The module is a little over 500 lines because :class:`Factor` and :class:`CholeskyCache`
+share one locking and failure protocol; splitting them would put that protocol in two
+places.
 """
 
 from __future__ import annotations
