@@ -111,6 +111,22 @@ def numpy_pair_product(indptr, indices, u, v) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- C kernels
+# y += Q x over the stored lower triangle, one pass: each stored value acts on y_i and
+# (off the diagonal) on y_j.  Shared by SparseMatVec and SparseQuadForm.
+_C_MATVEC_LOOP = """\
+    for (npy_intp j = 0; j < n; ++j) {
+        const npy_float64 xj = PMS_AT(B, j);
+        npy_float64 acc = 0.0;
+        const npy_intp k1 = PMS_AT(IP, j + 1);
+        for (npy_intp k = PMS_AT(IP, j); k < k1; ++k) {
+            const npy_intp i = PMS_AT(IX, k);
+            const npy_float64 v = PMS_AT(A, k);
+            yp[i] += v * xj;
+            if (i != j) acc += v * PMS_AT(B, i);
+        }
+        yp[j] += acc;
+    }
+"""
 _C_HEADER = """
 /* Local data pointer and element stride of a 1-d input, read once: the loops then
    index plain pointers (no reload of the array struct after every store). */
@@ -234,19 +250,7 @@ class SparseMatVec(_PatternOp):
             + f"""
 {{
     npy_float64* yp = (npy_float64*)PyArray_DATA({y});
-    for (npy_intp j = 0; j < n; ++j) {{
-        const npy_float64 xj = PMS_AT(B, j);
-        npy_float64 acc = 0.0;
-        const npy_intp k1 = PMS_AT(IP, j + 1);
-        for (npy_intp k = PMS_AT(IP, j); k < k1; ++k) {{
-            const npy_intp i = PMS_AT(IX, k);
-            const npy_float64 v = PMS_AT(A, k);
-            yp[i] += v * xj;
-            if (i != j) acc += v * PMS_AT(B, i);
-        }}
-        yp[j] += acc;
-    }}
-}}
+{_C_MATVEC_LOOP}}}
 }}"""
         )
 
@@ -303,19 +307,7 @@ class SparseQuadForm(_PatternOp):
 {{
     npy_float64* yp = (npy_float64*)PyArray_DATA({y});
     npy_float64 tot = 0.0;
-    for (npy_intp j = 0; j < n; ++j) {{
-        const npy_float64 xj = PMS_AT(B, j);
-        npy_float64 acc = 0.0;
-        const npy_intp k1 = PMS_AT(IP, j + 1);
-        for (npy_intp k = PMS_AT(IP, j); k < k1; ++k) {{
-            const npy_intp i = PMS_AT(IX, k);
-            const npy_float64 v = PMS_AT(A, k);
-            yp[i] += v * xj;
-            if (i != j) acc += v * PMS_AT(B, i);
-        }}
-        yp[j] += acc;
-    }}
-    for (npy_intp j = 0; j < n; ++j) tot += yp[j] * PMS_AT(B, j);
+{_C_MATVEC_LOOP}    for (npy_intp j = 0; j < n; ++j) tot += yp[j] * PMS_AT(B, j);
     *(npy_float64*)PyArray_DATA({s}) = tot;
 }}
 }}"""
