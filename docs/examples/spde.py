@@ -27,6 +27,9 @@
 # subset of 400 sales the same model is fitted with `pm.gp.Marginal` and the exact Matérn
 # $\nu = 1$ covariance, side by side.
 #
+# **Not executed by the documentation build** (its full run exceeds the build's 20-minute
+# limit on 2 cores): run it with `python docs/examples/spde.py`.
+#
 # **Quick mode.** With `PYMC_SPARSE_EXAMPLES_QUICK=1` the page samples few draws and
 # prints a line saying so; the rendered page is the full run.
 
