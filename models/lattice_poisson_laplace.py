@@ -23,10 +23,10 @@ Run from the repository root::
 ``--check-nuts`` also fits the marginal model with NUTS and the original model (field
 sampled) with NUTS, and prints the hyperparameter means side by side in posterior sds.
 
-Measured (2026-12-06, shared 2-core development machine at load average ~10):
+Measured (2026-12-07, quiet 2-core machine, ``/usr/bin/time -v``):
 
-* n = 100,489: build to posterior and field recovered (20 latent draws) in 857 s wall,
-  **162 s of CPU time** (the process had a fifth of a core); 60 Laplace evaluations, 28
+* n = 100,489: build to posterior and field recovered (20 latent draws) in **114 s wall**
+  (216 s of CPU time, peak resident memory 1.7 GB); 60 Laplace evaluations, 28
   grid points; alpha 0.9055 +- 0.0037, tau 2.041 +- 0.019 (truth 0.9, 2.0); posterior
   mean field RMSE 0.265 against the true field (whose sd is 0.428).
 * n = 400 (``--nx 20``): grid against NUTS on the marginal model, mean differences
