@@ -33,6 +33,7 @@ from pymc_sparse.distributions.matern import pc_matern_prior as pc_matern_prior
 from pymc_sparse.inference.imh import sample_imh as sample_imh
 from pymc_sparse.inference.laplace_check import check_laplace as check_laplace
 from pymc_sparse.inference.laplace_grid import fit_laplace_grid as fit_laplace_grid
+from pymc_sparse.inference.laplace_grid import reweight_laplace as reweight_laplace
 from pymc_sparse.inference.latent import sample_latent as sample_latent
 from pymc_sparse.inference.marginalize import MarginalizeError as MarginalizeError
 from pymc_sparse.inference.marginalize import marginalize_laplace as marginalize_laplace
