@@ -120,9 +120,11 @@ def sparse_gmrf_logp(op: SparseGMRFRV, values, rng, size, mu, data, **kwargs):
 @_support_point.register(SparseGMRFRV)
 def sparse_gmrf_support_point(op, rv, rng, size, mu, data):
     """Return the mean, broadcast to the shape of the variable."""
-    # Not full_like(rv, .): that references the draw, so the initial point would sample the
-    # field (a full factorisation, minutes at n = 1e6); rv.shape is inferred without it.
-    return pt.alloc(pt.cast(mu, "float64"), *rv.shape)
+    # Never `rv` or `rv.shape`: any reference to the draw makes pymc's compiled initial point
+    # collect the RV's RNG update and sample the field (a full factorisation, minutes at
+    # n = 1e6), even where the rewrites later replace `rv.shape` by a constant.
+    shape = op._infer_shape(size, [mu, data])
+    return pt.alloc(pt.cast(mu, "float64"), *shape)
 
 
 class SparseGMRF(Continuous):
