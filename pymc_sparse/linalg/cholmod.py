@@ -6,8 +6,9 @@ gradient of them asks :data:`CACHE` for the factor of ``(pattern, values)``:
 * the symbolic analysis (fill-reducing ordering and elimination tree) runs once per
   :class:`~pymc_sparse.linalg.pattern.SparsityPattern`, also when several threads ask for
   a new pattern at once, and the ``symbolic_maxsize`` (16) most recently used are kept;
-* the numeric factorisation runs once per distinct value vector, identified by a
-  128-bit BLAKE2 digest of its bytes, and the ``maxsize`` (8) most recent are kept;
+* the numeric factorisation runs once per distinct value vector (found by a 64-bit
+  hash of its bytes and confirmed by comparing the values), and the ``maxsize`` (8) most
+  recent are kept; the last factor of each pattern is found by the comparison alone;
 * derived quantities (log-determinant, the explicit factor ``L``, the selected
   inverse) are computed lazily on the cached entry, so a log-density and its gradient
   at one point share one factorisation.
@@ -28,9 +29,9 @@ places.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,7 +39,10 @@ from functools import partial
 import numpy as np
 import scipy.sparse as sp
 
-from pymc_sparse.linalg.cholmod_struct import supernodal_view_cached
+from pymc_sparse.linalg.cholmod_struct import factor_layout, read_pivots, symbolic_flops
+from pymc_sparse.linalg.cholmod_struct import (  # noqa: F401 - imported from here elsewhere
+    supernodal_diagonal_positions as _supernodal_diagonal_positions,
+)
 from pymc_sparse.linalg.lru import clear_all
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.singular import (
@@ -49,7 +53,7 @@ from pymc_sparse.linalg.singular import (
     first_bad_pivot,
     null_direction_ratio,
 )
-from pymc_sparse.linalg.supernodes import Supernodes, map_pattern_to_supernodes, supernodal_to_csc
+from pymc_sparse.linalg.supernodes import Supernodes
 from pymc_sparse.linalg.takahashi import (
     map_pattern_to_factor,
     takahashi_simplicial,
@@ -85,8 +89,11 @@ class SingularPrecisionError(NotPositiveDefiniteError):
     """The matrix is positive semi-definite but singular to working precision."""
 
 
-def _digest(data: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(data).view(np.uint8), digest_size=16).digest()
+def _digest(data: np.ndarray) -> int:
+    # A fingerprint, not a proof: a factor found under it is returned only if its values
+    # equal these (CholeskyCache.factor), so a collision costs a factorisation, never a
+    # wrong answer.  SipHash of the bytes: 4-5x faster than BLAKE2 at n = 1,024.
+    return hash(np.ascontiguousarray(data).tobytes())
 
 
 @dataclass
@@ -98,10 +105,10 @@ class _Symbolic:
     perm: np.ndarray
     # Data positions of the diagonal of Q[p][:, p] (the pivots' own entries).
     qdiag: np.ndarray
+    ordering: str = "metis"  # the fill-reducing ordering this analysis used
     # Filled by the first numeric factor that extracts L.
     L_indptr: np.ndarray | None = None
     L_indices: np.ndarray | None = None
-    q_to_l: np.ndarray | None = None
     # Supernodal factors (read in place, see pymc_sparse.linalg.takahashi): the plan of the
     # selected inversion, and where the entries of Q (q_to_x) and of the CSC form of L
     # (l_to_x) sit in CHOLMOD's supernodal values.  Filled by the first numeric factor.
@@ -110,16 +117,16 @@ class _Symbolic:
     l_to_x: np.ndarray | None = None
     # (plan, positions of L_jj in the supernodal values), rebuilt when the plan changes.
     diag_x: tuple | None = None
-    # Work arrays of the supernodal selected inversion, reused across numeric factors.
+    # Work arrays of the selected inversion (its output, and the packed values of a
+    # simplicial factor or None), reused across numeric factors.
     selinv_work: list = field(default_factory=list, repr=False)
-
-
-def _supernodal_diagonal_positions(plan: Supernodes) -> np.ndarray:
-    # Column c of supernode J (m rows) is at px[J] + c * m; its diagonal entry is row c.
-    k = np.diff(plan.sup)
-    J = np.repeat(np.arange(k.size), k)
-    c = np.arange(plan.n) - plan.sup[J]
-    return plan.px[J] + c * (np.diff(plan.pi)[J] + 1)
+    # Simplicial factors: their fundamental supernodes and position maps.
+    simplicial: object = None  # a cholmod_struct.SimplicialPlan
+    # Lower-triangle CSC matrix refilled with each value vector (saves SciPy's checks).
+    A: sp.csc_matrix | None = None
+    # The last factor built for this pattern and its values: a value and its gradient at
+    # one point ask for the same factor twice, and a comparison costs less than a digest.
+    last: object = None
 
 
 @dataclass
@@ -145,6 +152,7 @@ class Factor:
     _L: sp.csc_matrix | None = field(default=None, repr=False)
     _selinv_L: np.ndarray | None = field(default=None, repr=False)
     _selinv_Q: np.ndarray | None = field(default=None, repr=False)
+    _data: np.ndarray | None = field(default=None, repr=False)  # the values factorised
 
     # -- scalars --------------------------------------------------------------------
     def logdet(self) -> float:
@@ -171,23 +179,30 @@ class Factor:
             x = self.chol.apply_Pt(y)
         return np.asarray(x, dtype=np.float64).reshape(z.shape)
 
+    def _layout(self, need_l: bool = False, out: np.ndarray | None = None):
+        """``(plan, x, maps)``: the values of ``L`` in supernodal layout, or None.
+
+        A supernodal factor is read in place; a simplicial one is packed (into ``out`` if
+        it fits) in the layout of its fundamental supernodes (:mod:`.cholmod_struct`).  ``maps``
+        has ``q_to_x`` (entries of Q) and, for a simplicial factor or with ``need_l``,
+        ``L_indptr``, ``L_indices`` and ``l_to_x`` (the CSC form of L).  None for a
+        layout this module does not know (then CHOLMOD's ``L()`` is used).
+        """
+        return factor_layout(self.chol, self.pattern, self.symbolic, need_l, out)
+
     def L(self) -> sp.csc_matrix:
         """The explicit lower factor ``L`` (permuted order, sorted rows), cached.
 
-        A supernodal factor is read in place and copied out in CSC form, with CHOLMOD's
-        pattern (explicit zeros of relaxed supernodes included).
+        Read in place (supernodal) or from the packed values (simplicial) and copied out
+        in CSC form, with CHOLMOD's pattern (explicit zeros of relaxed supernodes included).
         """
         if self._L is None:
             sym = self.symbolic
-            view = supernodal_view_cached(self.chol, self.pattern.n, sym)
-            if view is not None:
-                plan, x = view
-                with sym.lock:
-                    if sym.l_to_x is None:
-                        sym.L_indptr, sym.L_indices, sym.l_to_x = supernodal_to_csc(plan)
-                    ip, ix, to_x = sym.L_indptr, sym.L_indices, sym.l_to_x
-                n = self.pattern.n
-                L = sp.csc_matrix((x[to_x], ix, ip), shape=(n, n))
+            n = self.pattern.n
+            lay = self._layout(need_l=True)
+            if lay is not None:
+                _plan, x, maps = lay
+                L = sp.csc_matrix((x[maps.l_to_x], maps.L_indices, maps.L_indptr), shape=(n, n))
             else:
                 with sym.lock:
                     L = self.chol.L()
@@ -201,11 +216,10 @@ class Factor:
     def selected_inverse_factor(self) -> np.ndarray:
         """Entries of ``(L L')^{-1}`` on the pattern of ``L`` (permuted order, as ``L()``)."""
         if self._selinv_L is None:
-            sym = self.symbolic
-            view = supernodal_view_cached(self.chol, self.pattern.n, sym)
-            if view is not None:
-                L = self.L()  # also the CSC positions of the supernodal values
-                self._selinv_L = takahashi_supernodal(*view)[sym.l_to_x]
+            lay = self._layout(need_l=True)
+            if lay is not None:
+                plan, x, maps = lay
+                self._selinv_L = takahashi_supernodal(plan, x)[maps.l_to_x]
             else:
                 L = self.L()
                 self._selinv_L = takahashi_simplicial(L.indptr, L.indices, L.data)
@@ -217,38 +231,23 @@ class Factor:
             return np.full(self.pattern.nnz, np.nan)
         if self._selinv_Q is None:
             sym = self.symbolic
-            view = None
-            if self._selinv_L is None:
-                view = supernodal_view_cached(self.chol, self.pattern.n, sym)
-            if view is not None:
-                # Supernodal kernel on CHOLMOD's factor in place; only Q's entries are
-                # kept, so the work array goes back to a per-pattern pool (a fresh one
-                # costs its page faults again on every call).
-                plan, x = view
-                with sym.lock:
-                    if sym.q_to_x is None:
-                        sym.q_to_x = map_pattern_to_supernodes(self.pattern, sym.perm, plan)
-                    q_to_x = sym.q_to_x
-                    work = sym.selinv_work.pop() if sym.selinv_work else None
-                if work is not None and work.size != plan.xsize:
-                    work = None
-                Z = takahashi_supernodal(plan, x, out=work)
-                self._selinv_Q = Z[q_to_x]
+            # Only Q's entries are kept, so the work arrays (the kernel's output and the
+            # packed values of a simplicial factor) go back to a per-pattern pool: fresh
+            # ones cost their page faults and cache misses again on every call.
+            with sym.lock:
+                work = sym.selinv_work.pop() if sym.selinv_work else (None, None)
+            lay = self._layout(out=work[1])
+            if lay is not None:
+                plan, x, maps = lay
+                Z = work[0] if work[0] is not None and work[0].size == plan.xsize else None
+                Z = takahashi_supernodal(plan, x, out=Z)
+                self._selinv_Q = Z[maps.q_to_x]
                 with sym.lock:
                     if len(sym.selinv_work) < 2:
-                        sym.selinv_work.append(Z)
+                        sym.selinv_work.append((Z, x if maps is sym.simplicial else None))
                 return self._selinv_Q
             L = self.L()
-            with sym.lock:
-                if (
-                    sym.q_to_l is None
-                    or sym.L_indptr is None
-                    or not np.array_equal(sym.L_indptr, L.indptr)
-                ):
-                    sym.q_to_l = map_pattern_to_factor(self.pattern, sym.perm, L.indptr, L.indices)
-                    sym.L_indptr = L.indptr.copy()
-                    sym.L_indices = L.indices.copy()
-                q_to_l = sym.q_to_l
+            q_to_l = map_pattern_to_factor(self.pattern, sym.perm, L.indptr, L.indices)
             self._selinv_Q = self.selected_inverse_factor()[q_to_l]
         return self._selinv_Q
 
@@ -313,12 +312,15 @@ class CholeskyCache:
         one point share it); a few more serve interleaved chains and models.
     ordering : str
         CHOLMOD ordering used by the symbolic analysis (``"amd"``, ``"metis"``,
-        ``"nesdis"``, ``"default"``).  METIS is the default: the analysis runs once per
-        pattern and costs more than AMD's (2-D lattice, n = 10^5: 0.43 s against
-        0.04 s of CPU), but every factorisation and selected inversion after it is
-        cheaper: 31% fewer flops and 19% fewer entries in L on that lattice, 2.5x
-        fewer flops and 38% fewer entries on a 3-D lattice with n = 97,336
-        (docs/performance/selinv.md).
+        ``"nesdis"``, ``"default"``), or ``"auto"`` (the default): analyse with both
+        METIS and AMD and keep the one whose factor costs fewer flops
+        (:func:`~pymc_sparse.linalg.cholmod_struct.symbolic_flops`).  The analysis runs
+        once per pattern, and every factorisation and selected inversion after it
+        follows its flops.  METIS wins on large meshes (2-D lattice, n = 10^5: 31% fewer
+        flops and 19% fewer entries in L than AMD; 3-D lattice, n = 97,336: 2.5x fewer
+        flops, docs/performance/selinv.md), AMD on small ones (2-D lattice, n = 1,024:
+        27% fewer flops, and a numeric factorisation 1.3x faster).  AMD's analysis adds
+        about a fifth to METIS's.
     symbolic_maxsize : int
         Number of symbolic analyses kept (least recently used dropped).  One analysis
         holds the ordering, the supernodal plan and the position maps: about 0.4 MB at
@@ -326,7 +328,7 @@ class CholeskyCache:
         that rebuilds models while keeping every pattern of a typical model warm.
     """
 
-    def __init__(self, maxsize: int = 8, ordering: str = "metis", symbolic_maxsize: int = 16):
+    def __init__(self, maxsize: int = 8, ordering: str = "auto", symbolic_maxsize: int = 16):
         if maxsize < 1 or symbolic_maxsize < 1:
             raise ValueError("maxsize and symbolic_maxsize must be at least 1.")
         self.maxsize = int(maxsize)
@@ -371,10 +373,26 @@ class CholeskyCache:
             raise ValueError(
                 f"Values vector has shape {data.shape} but {pattern!r} needs ({pattern.nnz},)."
             )
+        with self._lock:
+            sym = self._symbolic.get(pattern.key)
+        last = sym.last() if sym is not None and sym.last is not None else None
+        if last is not None and np.array_equal(last._data, data):
+            with self._lock:
+                self._stats["hits"] += 1
+            return last
+        data = data.copy()  # kept on the factor; the caller may change its array
         key = (pattern.key, _digest(data))
-        return self._once(
-            self._numeric, key, self.maxsize, lambda: self._factorize(pattern, data), "numeric"
-        )
+
+        def build():
+            f = self._factorize(pattern, data)
+            f._data = data
+            return f
+
+        f = self._once(self._numeric, key, self.maxsize, build, "numeric")
+        if f._data is not data and not np.array_equal(f._data, data):
+            f = build()  # pragma: no cover - two value vectors with one 64-bit fingerprint
+        f.symbolic.last = weakref.ref(f)
+        return f
 
     # -- internals ------------------------------------------------------------------
     def _once(self, table: OrderedDict, key, maxsize: int, build, counter: str):
@@ -421,9 +439,16 @@ class CholeskyCache:
 
         def analyse():
             A = pattern.lower_csc(np.ones(pattern.nnz))
-            analysis = _cholmod.analyze(A, ordering_method=self.ordering)
+            orderings = ("metis", "amd") if self.ordering == "auto" else (self.ordering,)
+            best = None
+            for ordering in orderings:
+                analysis = _cholmod.analyze(A, ordering_method=ordering)
+                flops = symbolic_flops(analysis, pattern.n)
+                if best is None or (flops is not None and flops < best[0]):
+                    best = (np.inf if flops is None else flops, ordering, analysis)
+            _flops, ordering, analysis = best
             perm = np.asarray(analysis.P())
-            return _Symbolic(analysis, threading.RLock(), perm, pattern.diag_index[perm])
+            return _Symbolic(analysis, threading.RLock(), perm, pattern.diag_index[perm], ordering)
 
         # The symbolic dict of this call is the one of this state (clear() swaps it).
         return self._once(self._symbolic, pattern.key, self.symbolic_maxsize, analyse, "symbolic")
@@ -432,46 +457,34 @@ class CholeskyCache:
         sym = self._symbolic_for(pattern)
         if not np.all(np.isfinite(data)):
             return self._failed(Factor(pattern, sym, None, ok=False))
-        A = pattern.lower_csc(data)
-        qdiag = data[sym.qdiag]
         with sym.lock:
+            if sym.A is None:
+                sym.A = pattern.lower_csc(data.copy())
+            A = sym.A
+            A.data[:] = data
             chol = sym.analysis.copy()
             try:
                 NUMERIC_THREADS.run(chol.cholesky_inplace, A)
             except _cholmod.CholmodNotPositiveDefiniteError:
                 # The supernodal kernel zeroes the failing supernode, so its pivot is not
                 # known here; classify it only if an error is raised (Factor._resolve).
-                classify = partial(classify_breakdown, pattern, data.copy(), self.ordering)
+                classify = partial(classify_breakdown, pattern, data.copy(), sym.ordering)
                 return self._failed(Factor(pattern, sym, None, False, -1, None, _classify=classify))
-            # Pivots d_j = L_jj^2, read in place from a supernodal factor (scikit-sparse's
-            # D() and logdet() convert a copy first: 0.1 s at n = 10^6); a simplicial
-            # factor is L D L' and D() is its diagonal.
-            view = supernodal_view_cached(chol, pattern.n, sym)
-            if view is not None:
-                plan, x = view
-                if sym.diag_x is None or sym.diag_x[0] is not plan:
-                    sym.diag_x = (plan, _supernodal_diagonal_positions(plan))
-                Ldiag = x[sym.diag_x[1]]
-                d = Ldiag * Ldiag
-            else:
-                d = np.asarray(chol.D(), dtype=np.float64)
-                Ldiag = None
-            if not np.all(d > 0):  # a negative pivot of L D L' (simplicial): CHOLMOD goes on
+            # Pivots read in place (scikit-sparse's D() converts a copy first).
+            d, is_ll, nbad, nsus, ld = read_pivots(chol, pattern.n, sym, data, SINGULAR_SCREEN)
+            qdiag = data[sym.qdiag] if nbad or nsus else None
+            if nbad:  # a negative pivot of L D L' (simplicial): CHOLMOD goes on
                 col, singular, r = first_bad_pivot(chol, d, qdiag, sym.perm, pattern, data, True)
                 return self._failed(Factor(pattern, sym, None, False, col, singular, r))
-            ratio = d / qdiag
-            suspects = np.flatnonzero(ratio <= SINGULAR_SCREEN)
-            for j in suspects[np.argsort(ratio[suspects])][:MAX_SUSPECTS]:
-                Ljj = float(Ldiag[j]) if Ldiag is not None else 1.0
-                if null_direction_ratio(chol, view is not None, j, Ljj, pattern, data) <= (
-                    SINGULAR_RTOL
-                ):
-                    col = int(sym.perm[j])
-                    bad = Factor(pattern, sym, None, False, col, True, float(ratio[j]))
-                    return self._failed(bad)
-            with np.errstate(divide="ignore", over="ignore"):
-                ld = 2.0 * float(np.sum(np.log(Ldiag))) if Ldiag is not None else None
-                ld = float(np.sum(np.log(d))) if ld is None else ld
+            if nsus:
+                ratio = d / qdiag
+                suspects = np.flatnonzero(ratio <= SINGULAR_SCREEN)
+                for j in suspects[np.argsort(ratio[suspects])][:MAX_SUSPECTS]:
+                    Ljj = float(np.sqrt(d[j])) if is_ll else 1.0
+                    if null_direction_ratio(chol, is_ll, j, Ljj, pattern, data) <= SINGULAR_RTOL:
+                        col = int(sym.perm[j])
+                        bad = Factor(pattern, sym, None, False, col, True, float(ratio[j]))
+                        return self._failed(bad)
         return Factor(pattern, sym, chol, ok=True, _logdet=ld)
 
     def _failed(self, f: Factor) -> Factor:

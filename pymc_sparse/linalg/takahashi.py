@@ -19,7 +19,9 @@ Two kernels evaluate it.  :func:`takahashi_simplicial` runs column by column on 
 factor; it is the reference.  :func:`takahashi_supernodal` runs on the supernodal
 layout of CHOLMOD's factor, read in place (:func:`cholmod_supernodal_view`), with the
 dense block operations in BLAS/LAPACK; it does twice the flops of the factorisation
-and is what the factor cache uses for every supernodal factor.
+and is what the factor cache uses for every factor: a simplicial one is first packed
+into the layout of its fundamental supernodes
+(:func:`~pymc_sparse.linalg.cholmod_struct.pack_simplicial`).
 
 This module holds only NumPy/numba kernels and a ctypes view of CHOLMOD's factor; it
 imports nothing from PyTensor.  Every compiled function is cached on disk
@@ -310,6 +312,17 @@ def _takahashi_supernodal(sup, pi, px, s, snode, seg_ptr, seg_snode, seg_b0, seg
     return status
 
 
+@numba.njit(cache=True, nogil=True)
+def _needs_blas(sup, pi, small):  # pragma: no cover - compiled
+    # Whether some supernode takes the BLAS path of _takahashi_supernodal.
+    for J in range(sup.size - 1):
+        k = sup[J + 1] - sup[J]
+        m = pi[J + 1] - pi[J]
+        if k * m * m > small or k > 64:
+            return True
+    return False
+
+
 def takahashi_supernodal(
     sn: Supernodes,
     x: np.ndarray,
@@ -376,7 +389,10 @@ def takahashi_supernodal(
         raise ValueError(f"`out` must be a contiguous float64 array of shape {x.shape}.")
     else:
         Z = out
-    with _BLAS_THREADS:
+    if _needs_blas(sn.sup, sn.pi, int(small)):
+        with _BLAS_THREADS:
+            status = _takahashi_supernodal(*sn, x, Z, int(phases), int(small), int(nb))
+    else:  # plain loops only (small factors): no BLAS thread pool to guard
         status = _takahashi_supernodal(*sn, x, Z, int(phases), int(small), int(nb))
     if status:
         Z[:] = np.nan
