@@ -10,16 +10,20 @@ sd of a long field-sampled reference run.
 
 Usage::
 
-    python benchmarks/laplace_nyc.py side   [--draws 500 --tune 500 --chains 2]
+    python benchmarks/laplace_nyc.py side   [--draws 500 --tune 500 --chains 2] [--nuts-only]
     python benchmarks/laplace_nyc.py imh    [--draws 500 --tune 500 --chains 2]
     python benchmarks/laplace_nyc.py long   [--draws 2000 --tune 1000 --chains 2]
     python benchmarks/laplace_nyc.py report
+    python benchmarks/laplace_nyc.py correction [--dense-check 3]
 
 ``side`` runs the Laplace fits (NUTS with a dense mass matrix on 3 parameters, the
 INLA-style grid of ``pms.fit_laplace_grid`` and the independence sampler
 ``pms.sample_imh``) and the field-sampled fit one after the other with the same draws;
 ``long`` the field-sampled reference; ``report`` combines the JSON files in
-``benchmarks/results/``.  Cores are shared with other jobs on the
+``benchmarks/results/``; ``correction`` runs the grid with and without the second-order
+correction of the Laplace log marginal (``fit_laplace_grid(correction="second_order")``)
+and, with ``--dense-check k``, compares the sparse correction with a dense computation
+(dense inverse of H, 3,842^2) at k grid points.  Cores are shared with other jobs on the
 development machines: timings are noisy.
 """
 
@@ -88,6 +92,24 @@ def side(args):
     idata, wall = _nuts(build_laplace, data, args, init="jitter+adapt_full")
     rows.append(_row(idata, wall, "laplace_nuts", init="jitter+adapt_full"))
     print(rows[-1])
+    if not args.nuts_only:
+        rows += _grid_and_imh(data, args)
+    if not args.skip_sampled:
+        idata, wall = _nuts(build_sampled, data, args, target_accept=args.target_accept)
+        rows.append(_row(idata, wall, "field_sampled_nuts", target_accept=args.target_accept))
+        print(rows[-1])
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"laplace_nyc_side_seed{args.seed}.json"
+    if args.nuts_only and path.exists():  # keep the grid and IMH rows of an earlier run
+        new = {r["label"] for r in rows}
+        rows = [r for r in json.loads(path.read_text())["rows"] if r["label"] not in new] + rows
+    path.write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1, default=str))
+    print(f"saved {path}")
+
+
+def _grid_and_imh(data, args) -> list:
+    """The INLA-style grid and the independence sampler on the Laplace marginal."""
+    rows = []
     t0 = time.perf_counter()
     grid = fit_laplace_grid(build_laplace(data), draws=args.draws * args.chains, seed=args.seed)
     rows.append(
@@ -119,18 +141,7 @@ def side(args):
         )
     )
     print(rows[-1])
-    if not args.skip_sampled:
-        idata, wall = _nuts(build_sampled, data, args, target_accept=args.target_accept)
-        rows.append(_row(idata, wall, "field_sampled_nuts", target_accept=args.target_accept))
-        print(rows[-1])
-    out = {
-        "settings": vars(args),
-        "rows": rows,
-    }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"laplace_nyc_side_seed{args.seed}.json"
-    path.write_text(json.dumps(out, indent=1, default=str))
-    print(f"saved {path}")
+    return rows
 
 
 def imh_only(args):
@@ -195,10 +206,131 @@ def report(args):
             )
 
 
+def correction(args):
+    """Grid with and without the second-order correction; means in long-run sds."""
+    data = load_data()
+    ref = json.loads((RESULTS / "laplace_nyc_long.json").read_text())["rows"][0]
+    model = build_laplace(data)
+    t0 = time.perf_counter()
+    grid = fit_laplace_grid(
+        model, draws=args.draws * args.chains, seed=args.seed, correction="second_order"
+    )
+    wall = time.perf_counter() - t0
+    attrs = grid.posterior.attrs
+    out = {"settings": vars(args), "wall_s": wall, "n_evaluations": int(attrs["n_evaluations"])}
+    out["n_points"] = int(attrs["n_points"])
+    out["correction_range"] = attrs["correction_range"]
+    for label, key in (("uncorrected", "grid_mean_uncorrected"), ("second_order", "grid_mean")):
+        means = json.loads(attrs[key])
+        sds = json.loads(attrs[key.replace("mean", "sd")])
+        out[label] = {
+            "mean": {p: means[p] for p in PARAMS},
+            "sd": {p: sds[p] for p in PARAMS},
+            "mean_minus_ref_in_ref_sd": {
+                p: (means[p] - ref["mean"][p]) / ref["sd"][p] for p in PARAMS
+            },
+        }
+        print(label, out[label])
+    if args.dense_check:
+        out["dense_check"] = _dense_check(model, grid, args.dense_check)
+    if args.imh:
+        out["imh_reweighted"] = _imh_reweighted(data, args, ref)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "laplace_nyc_correction.json"
+    path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"saved {path}")
+
+
+def _imh_reweighted(data, args, ref):
+    """``sample_imh`` draws reweighted by exp(correction) (``reweight_laplace``)."""
+    from pymc_sparse.inference.laplace_grid import reweight_laplace
+
+    model = build_laplace(data)
+    imh = sample_imh(
+        draws=args.imh_draws,
+        tune=args.imh_draws,
+        chains=args.chains,
+        model=model,
+        random_seed=args.seed,
+        progressbar=False,
+    )
+    t0 = time.perf_counter()
+    rw = reweight_laplace(imh, model, var_names=PARAMS)
+    row = {
+        "draws": args.imh_draws * args.chains,
+        "reweight_s": time.perf_counter() - t0,
+        "ess": rw["ess"],
+        "log_correction_range": [
+            float(rw["log_correction"].min()),
+            float(rw["log_correction"].max()),
+        ],
+    }
+    for label in ("mean_uncorrected", "mean"):
+        row[label] = rw[label]
+        row[label + "_minus_ref_in_ref_sd"] = {
+            p: (rw[label][p] - ref["mean"][p]) / ref["sd"][p] for p in PARAMS
+        }
+    print("imh reweighted", row)
+    return row
+
+
+def _dense_check(model, grid, k):
+    """Sparse vs dense correction (dense H^-1, m x m S) at ``k`` resampled grid points."""
+    import pytensor
+
+    from pymc_sparse.inference.latent_laplace import is_laplace_rv
+    from pymc_sparse.linalg.laplace.correction import (
+        correction_dense,
+        fourth_derivative,
+        second_order_correction,
+    )
+    from pymc_sparse.linalg.laplace.posterior import laplace_posterior_from_inputs
+
+    rv = next(r for r in model.observed_RVs if is_laplace_rv(r))
+    op, y = rv.owner.op, np.asarray(data_y(model, rv), np.float64)
+    fn = pytensor.function(model.free_RVs, rv.owner.inputs[2:], on_unused_input="ignore")
+    s = op.structure
+    post = grid.posterior
+    rows = []
+    for t in np.linspace(0, post.sizes["draw"] - 1, k).astype(int):
+        point = [np.asarray(post[v.name][0, t].values, np.float64) for v in model.free_RVs]
+        q, mu, off, a, ntr, phi = (np.asarray(v, np.float64) for v in fn(*point))
+        lp = laplace_posterior_from_inputs(s, q, mu, off, a, y, ntr, phi, tol=op.tol)
+        st = lp._state
+        H = s.h_pattern.to_scipy(s.h_values(q, a, -st.d2)).toarray()
+        sig = np.linalg.inv(H)
+        C = s.C.toarray()
+        U = sig @ C.T
+        sig -= U @ np.linalg.solve(C @ U, U.T)
+        A = s.A_csr(a)
+        S = np.asarray(A @ (A @ sig).T)
+        c4 = fourth_derivative(s.family, y, st.eta, ntr, phi)
+        dense = correction_dense(st.d3, c4, S)
+        sparse = second_order_correction(lp)
+        rows.append(
+            {
+                "point": {nm: float(post[nm][0, t]) for nm in PARAMS},
+                "dense": dense,
+                "sparse": {
+                    nm: getattr(sparse, nm)
+                    for nm in ("value", "quartic", "cross", "cube", "cube_diagonal", "n_pairs")
+                },
+            }
+        )
+        print(rows[-1])
+    return rows
+
+
+def data_y(model, rv):
+    """Observed values of ``rv``."""
+    val = model.rvs_to_values[rv]
+    return val.data if hasattr(val, "data") else val.eval()
+
+
 def main(argv=None):
     """Parse the command line and run one part."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=["side", "imh", "long", "report"])
+    p.add_argument("part", choices=["side", "imh", "long", "report", "correction"])
     p.add_argument("--draws", type=int, default=None)
     p.add_argument("--tune", type=int, default=None)
     p.add_argument("--chains", type=int, default=2)
@@ -206,13 +338,29 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--target-accept", type=float, default=0.9)
     p.add_argument("--skip-sampled", action="store_true")
+    p.add_argument(
+        "--nuts-only",
+        action="store_true",
+        help="side: NUTS on the Laplace marginal and field-sampled NUTS only (no grid/IMH)",
+    )
+    p.add_argument("--dense-check", type=int, default=0)
+    p.add_argument("--imh", action="store_true", help="correction: also reweight IMH draws")
+    p.add_argument("--imh-draws", type=int, default=500)
     args = p.parse_args(argv)
-    defaults = {"side": (500, 500), "imh": (500, 500), "long": (2000, 1000), "report": (0, 0)}
+    defaults = {
+        "side": (500, 500),
+        "imh": (500, 500),
+        "long": (2000, 1000),
+        "report": (0, 0),
+        "correction": (1000, 0),
+    }
     defaults = defaults[args.part]
     args.draws = defaults[0] if args.draws is None else args.draws
     args.tune = defaults[1] if args.tune is None else args.tune
     np.random.seed(args.seed)
-    {"side": side, "imh": imh_only, "long": long, "report": report}[args.part](args)
+    parts = {"side": side, "imh": imh_only, "long": long, "report": report}
+    parts["correction"] = correction
+    parts[args.part](args)
 
 
 if __name__ == "__main__":

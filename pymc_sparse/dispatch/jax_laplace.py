@@ -33,6 +33,7 @@ from pymc_sparse.ops.laplace import (
     LaplaceMarginal,
     LaplaceMarginalGrad,
     _lengths,
+    constant_graph,
     laplace_value,
     laplace_value_and_grads,
 )
@@ -48,8 +49,11 @@ _GRAD_IDX = (0, 1, 2, 3, 6)
 
 
 @lru_function(maxsize=32)
-def _functions(structure: LaplaceStructure, tol: float, max_iter: int):
-    """``(value_fn, grads_fn)`` JAX functions of the seven input vectors."""
+def _functions(structure: LaplaceStructure, tol: float, max_iter: int, wrt_q: bool = True):
+    """``(value_fn, grads_fn)`` JAX functions of the seven input vectors.
+
+    ``wrt_q=False``: the gradient for ``q`` is zeros, not computed (a constant ``Q``).
+    """
     lens = _lengths(structure)
     gshapes = tuple(jax.ShapeDtypeStruct((lens[i],), _F64) for i in _GRAD_IDX)
 
@@ -60,7 +64,7 @@ def _functions(structure: LaplaceStructure, tol: float, max_iter: int):
 
     def host_both(*args):
         def both():
-            v, g = laplace_value_and_grads(structure, tol, max_iter, args)
+            v, g = laplace_value_and_grads(structure, tol, max_iter, args, wrt_q)
             return np.concatenate([[v], *g])
 
         flat = nan_guard(both, (1 + sum(lens[i] for i in _GRAD_IDX),))
@@ -114,16 +118,25 @@ def _functions(structure: LaplaceStructure, tol: float, max_iter: int):
     return value, grads
 
 
-def jax_laplace_marginal(structure: LaplaceStructure, tol: float = 1e-10, max_iter: int = 100):
-    """JAX function ``(q, mu, offset, a, y, n_trials, phi) -> log p(y | theta)`` (Laplace)."""
+def jax_laplace_marginal(
+    structure: LaplaceStructure, tol: float = 1e-10, max_iter: int = 100, wrt_q: bool = True
+):
+    """JAX function ``(q, mu, offset, a, y, n_trials, phi) -> log p(y | theta)`` (Laplace).
+
+    ``wrt_q=False`` gives zeros as the cotangent of ``q`` (for a constant ``Q``).
+    """
     _require_x64()
-    return _functions(structure, float(tol), int(max_iter))[0]
+    return _functions(structure, float(tol), int(max_iter), bool(wrt_q))[0]
 
 
 @jax_funcify.register(LaplaceMarginal)
 def jax_funcify_LaplaceMarginal(op, node=None, **kwargs):
-    """JAX implementation of :class:`~pymc_sparse.ops.laplace.LaplaceMarginal`."""
-    return jax_laplace_marginal(op.structure, op.tol, op.max_iter)
+    """JAX implementation of :class:`~pymc_sparse.ops.laplace.LaplaceMarginal`.
+
+    A ``q`` that is a constant of the graph gets no gradient (see ``wrt_q``).
+    """
+    wrt_q = node is None or not constant_graph(node.inputs[0])
+    return jax_laplace_marginal(op.structure, op.tol, op.max_iter, wrt_q)
 
 
 @jax_funcify.register(LaplaceMarginalGrad)
@@ -134,4 +147,4 @@ def jax_funcify_LaplaceMarginalGrad(op, node=None, **kwargs):
     callback (no derivative of its own).
     """
     _require_x64()
-    return _functions(op.structure, op.tol, op.max_iter)[1]
+    return _functions(op.structure, op.tol, op.max_iter, op.wrt_q)[1]

@@ -22,8 +22,13 @@ from __future__ import annotations
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.gradient import grad_not_implemented, grad_undefined
-from pytensor.graph.basic import Apply
+from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
+
+try:  # pytensor >= 2.31
+    from pytensor.graph.traversal import graph_inputs as _graph_inputs
+except ImportError:  # pragma: no cover - older pytensor
+    from pytensor.graph.basic import graph_inputs as _graph_inputs
 
 from pymc_sparse.linalg.host import nan_guard
 from pymc_sparse.linalg.laplace.newton import _Inputs, laplace_gradient, laplace_state
@@ -65,15 +70,25 @@ def laplace_value(s: LaplaceStructure, tol: float, max_iter: int, inputs) -> flo
     return float("nan") if st is None or isinstance(st, np.ndarray) else st.value
 
 
-def laplace_value_and_grads(s: LaplaceStructure, tol: float, max_iter: int, inputs):
-    """``(value, [g_q, g_mu, g_offset, g_a, g_phi])``, NaN-filled on failure."""
+def constant_graph(var) -> bool:
+    """True when ``var`` depends on constants only (no inputs, no shared variables)."""
+    return all(isinstance(v, Constant) for v in _graph_inputs([var]))
+
+
+def laplace_value_and_grads(
+    s: LaplaceStructure, tol: float, max_iter: int, inputs, wrt_q: bool = True
+):
+    """``(value, [g_q, g_mu, g_offset, g_a, g_phi])``, NaN-filled on failure.
+
+    ``wrt_q=False``: ``g_q`` is zeros, not computed (``q`` is a constant of the graph).
+    """
     inp = numeric_inputs(s, inputs)
     lens = _lengths(s)
     nan = float("nan"), [np.full(lens[i], np.nan) for i in (0, 1, 2, 3, 6)]
     st = nan_guard(lambda: laplace_state(s, inp, tol=tol, max_iter=max_iter), ())
     if st is None or isinstance(st, np.ndarray):
         return nan
-    grads = nan_guard(lambda: list(laplace_gradient(st)), ())
+    grads = nan_guard(lambda: list(laplace_gradient(st, wrt_q=wrt_q)), ())
     return nan if isinstance(grads, np.ndarray) else (st.value, grads)
 
 
@@ -117,9 +132,11 @@ class LaplaceMarginal(Op):
     def L_op(self, inputs, outputs, output_grads):  # `pullback` in pytensor 3
         """Return the IFT gradient times the output cotangent (y, n_trials: undefined)."""
         (g,) = output_grads
-        gq, gmu, goff, ga, gphi = LaplaceMarginalGrad(self.structure, self.tol, self.max_iter)(
-            *inputs
-        )
+        # A Q built from constants only (BYM2 through marginalize_laplace) needs no gradient:
+        # the gradient Op then skips the prior's selected inverse and the terms on Q.
+        wrt_q = not constant_graph(inputs[0])
+        grad_op = LaplaceMarginalGrad(self.structure, self.tol, self.max_iter, wrt_q)
+        gq, gmu, goff, ga, gphi = grad_op(*inputs)
         return [
             g * gq,
             g * gmu,
@@ -136,14 +153,23 @@ class LaplaceMarginalGrad(Op):
 
     Reuses the solved state of the value's evaluation at the same inputs (cached), so the
     Newton iteration runs once; then one selected inverse of :math:`H` and two solves.
+    ``wrt_q=False`` (set by :meth:`LaplaceMarginal.L_op` when ``q`` depends on constants
+    only) returns zeros for ``q``, whose gradient nothing reads.
     """
 
-    __props__ = ("structure", "tol", "max_iter")
+    __props__ = ("structure", "tol", "max_iter", "wrt_q")
 
-    def __init__(self, structure: LaplaceStructure, tol: float = 1e-10, max_iter: int = 100):
+    def __init__(
+        self,
+        structure: LaplaceStructure,
+        tol: float = 1e-10,
+        max_iter: int = 100,
+        wrt_q: bool = True,
+    ):
         self.structure = structure
         self.tol = float(tol)
         self.max_iter = int(max_iter)
+        self.wrt_q = bool(wrt_q)
 
     def make_node(self, *inputs):
         """Check the inputs; outputs are the five gradient vectors."""
@@ -153,7 +179,9 @@ class LaplaceMarginalGrad(Op):
 
     def perform(self, node, inputs, outputs):
         """Compute the gradient from the cached solved state (NaN on failure)."""
-        _, grads = laplace_value_and_grads(self.structure, self.tol, self.max_iter, inputs)
+        _, grads = laplace_value_and_grads(
+            self.structure, self.tol, self.max_iter, inputs, self.wrt_q
+        )
         for out, gr in zip(outputs, grads):
             out[0] = np.asarray(gr, dtype="float64")
 

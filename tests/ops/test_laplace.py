@@ -90,3 +90,36 @@ def test_bad_lengths_raise():
     s, vals, _ = _case("poisson", None)
     with pytest.raises(ValueError, match="`mu` must have length"):
         LaplaceMarginal(s)(vals[0], np.zeros(3), *vals[2:])
+
+
+def test_constant_q_skips_its_gradient():
+    """A Q built from constants only gets a gradient Op with wrt_q=False: same gradients."""
+    from pymc_sparse.ops.laplace import LaplaceMarginalGrad
+
+    try:
+        from pytensor.graph.traversal import ancestors
+    except ImportError:  # pragma: no cover - older pytensor
+        from pytensor.graph.basic import ancestors
+
+    s, vals, _ = _case("binomial", "intrinsic")
+    shift = pt.dscalar("shift")
+    q_sym = pt.dvector("q")
+
+    def graph(q):
+        out = LaplaceMarginal(s, 1e-12)(q, vals[1], vals[2] + shift, *vals[3:])
+        return out, pytensor.grad(out, shift)
+
+    const_out, const_g = graph(pt.as_tensor_variable(vals[0]) * 1.0)
+    sym_out, sym_g = graph(q_sym)
+
+    def grad_ops(g):
+        nodes = {v.owner for v in ancestors([g]) if v.owner is not None}
+        return [n.op for n in nodes if isinstance(n.op, LaplaceMarginalGrad)]
+
+    ops = {"const": grad_ops(const_g), "sym": grad_ops(sym_g)}
+    assert [op.wrt_q for op in ops["const"]] == [False]
+    assert [op.wrt_q for op in ops["sym"]] == [True]
+    f_const = pytensor.function([shift], [const_out, const_g])
+    f_sym = pytensor.function([q_sym, shift], [sym_out, sym_g])
+    for a, b in zip(f_const(0.1), f_sym(vals[0], 0.1)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -2,8 +2,10 @@
 
 ``families``: observation log-likelihoods and their derivatives; ``structure``: the
 static, hashable part of a model (patterns of Q, A and H, constraints); ``newton``: the
-constrained Newton solver, the value and its IFT gradient; ``posterior``: the Gaussian
-approximation of the field as a result object.  The Ops of
+constrained Newton solver, the value and its IFT gradient; ``prior``: the cached factor
+and selected inverse of Q (reused while Q is a positive multiple of the cached one);
+``posterior``: the Gaussian approximation of the field as a result object;
+``correction``: the second-order correction of the log marginal.  The Ops of
 :mod:`pymc_sparse.ops.laplace` and the latent recovery call these.
 """
 

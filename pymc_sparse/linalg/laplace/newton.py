@@ -25,7 +25,10 @@ Inner solver: Newton with a backtracking (Armijo) line search; each step solves
 :math:`H d = \nabla\Phi` with the cached factor of :math:`H` and projects :math:`d` onto
 :math:`Cd = 0` by kriging, :math:`d \leftarrow d - U V^{-1} C d`, :math:`U = H^{-1}C^\top`,
 :math:`V = CU` (Rue & Held 2005, 2.3.3).  Warm start from the last mode of the same
-structure.
+structure, with *chord* steps (the solve with an earlier factor of :math:`H`) while they
+contract fast, so a nearby theta usually needs one factorisation of :math:`H`
+(:func:`_newton`).  The prior terms :math:`T` are cached per structure and reused when
+:math:`Q` is constant or only rescaled (:mod:`~pymc_sparse.linalg.laplace.prior`).
 
 Gradient (implicit function theorem).  With :math:`\Sigma_c = H^{-1} - U V^{-1} U^\top`
 (the constrained covariance), :math:`d(\log\det H + \log\det V) = \operatorname{tr}
@@ -37,7 +40,8 @@ and :math:`z = \operatorname{diag}(A \Sigma_c A^\top)`.  The mode moves as :math
 \tfrac12 A^\top(z \odot \ell''')` the mode-movement term is the explicit derivative of
 :math:`v^\top \nabla_x \Phi(x, \theta)` (Margossian et al. 2020).  :math:`\Phi`'s own
 dependence through :math:`x^*` vanishes at the optimum.  Cost: one selected inverse of
-:math:`H` (and of :math:`Q`), ``k + 1`` solves, whatever the number of hyperparameters.
+:math:`H` (and, once per cached prior, of :math:`Q`), ``k + 1`` solves, whatever the number
+of hyperparameters.
 
 References
 ----------
@@ -53,13 +57,18 @@ References
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.laplace.families import FAMILIES, LaplaceFamily
+from pymc_sparse.linalg.laplace.prior import (
+    _chol_logdet_inv,
+    _lowrank_on_pattern,
+    _Prior,
+    _prior_terms,
+)
 from pymc_sparse.linalg.laplace.structure import LaplaceStructure, laplace_structure
 from pymc_sparse.linalg.lru import LRUCache
 
@@ -77,8 +86,17 @@ __all__ = [
 _LOG_2PI = float(np.log(2.0 * np.pi))
 #: Last mode per structure and the factor of H there (warm start); 8 structures.
 _MODES = LRUCache(8, "laplace_modes")
-#: Solved states per (structure, inputs): the value and gradient Ops share one Newton run.
+#: Solved states per (structure, tol): the value and gradient Ops share one Newton run.
+#: Each entry holds the 2 most recent states, found by comparing the inputs (a memcmp,
+#: cheaper than a digest of every input twice per evaluation); 4 entries.
 _STATES = LRUCache(4, "laplace_states")
+_STATES_PER_KEY = 2
+#: Chord steps (with a factor of H from an earlier point) per Newton solve, at most.
+_MAX_CHORD = 30
+#: A chord step must shrink the previous step at least this much, else H is refactorised.
+_CHORD_RATE = 0.5
+#: ... and reach the tolerance within this many further steps at that rate.
+_CHORD_HORIZON = 8
 
 
 class NotConvergedError(RuntimeError):
@@ -95,31 +113,26 @@ class _Inputs:
     ntr: np.ndarray
     phi: np.ndarray
 
-    def digest(self) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
-        for v in (self.q, self.mu, self.off, self.a, self.y, self.ntr, self.phi):
-            h.update(np.ascontiguousarray(v).view(np.uint8))
-        return h.digest()
+    def arrays(self):
+        return (self.q, self.mu, self.off, self.a, self.y, self.ntr, self.phi)
+
+    def same_as(self, other: _Inputs) -> bool:
+        """Bitwise equality of every input (NaNs included)."""
+        return all(
+            a is b or (a.shape == b.shape and a.tobytes() == b.tobytes())
+            for a, b in zip(self.arrays(), other.arrays())
+        )
 
 
 @dataclass
-class _Prior:
-    """Prior-side terms: T, its gradient wrt mu, and what its gradient wrt q needs."""
+class _Point:
+    """Objective value and family derivatives at one latent vector."""
 
-    T: float
-    gmu: np.ndarray
-    factor: object  # of Q, or of Q with the intrinsic pivots removed
-    rpos: np.ndarray | None  # positions in q of that factor's entries (None: all)
-    gq_constraint: np.ndarray | float
-
-    def gq(self) -> np.ndarray:
-        """Gradient of T wrt q: (1/2) w S on the factor's entries (selected inverse)."""
-        sel = 0.5 * self.factor.pattern.symmetric_weights * self.factor.selected_inverse()
-        if self.rpos is None:
-            return sel + self.gq_constraint
-        out = np.array(self.gq_constraint, dtype=np.float64)  # length nnz(Q) here
-        out[self.rpos] += sel
-        return out
+    x: np.ndarray
+    eta: np.ndarray
+    derivs: tuple  # (ll, d1, d2, d3) per observation
+    qr: np.ndarray  # Q (x - mu)
+    val: float
 
 
 @dataclass
@@ -152,63 +165,6 @@ def _pair(pattern, u, v):
     return out
 
 
-def _lowrank_on_pattern(pattern, Z, U):
-    """``(Z U')_{ij}`` on the stored entries (``Z, U``: ``(n, k)``)."""
-    return np.einsum("ek,ek->e", Z[pattern.rows], U[pattern.cols])
-
-
-def _chol_logdet_inv(V):
-    """``log det V`` and ``V^{-1}`` of a small SPD matrix; NaN if not SPD."""
-    try:
-        L = np.linalg.cholesky(V)
-    except np.linalg.LinAlgError:
-        return np.nan, np.full_like(V, np.nan)
-    Li = np.linalg.inv(L)
-    return 2.0 * np.sum(np.log(np.diag(L))), Li.T @ Li
-
-
-# -- prior terms ----------------------------------------------------------------------
-def _prior_terms(s: LaplaceStructure, q, mu) -> _Prior | None:
-    r""":math:`T(Q, \mu)` and its gradient; None if Q (reduced) is not positive definite."""
-    red = s.reduction(q)
-    qp = s.q_pattern
-    if red is None:
-        f = CACHE.factor(qp, q)
-        if not f.ok:
-            return None
-        T = 0.5 * f.logdet()
-        Cp, rpos, n_idx = s.C, None, None
-    else:
-        rpat, rpos, keep, Cp, log_sizes = red
-        f = CACHE.factor(rpat, q[rpos])
-        if not f.ok:
-            return None
-        # (1/2) log|Q_C|_* + (1/2) log n_C = (1/2) log det Q_{C,-p} + log n_C: the limit of
-        # the proper formula as the component's null eigenvalue goes to 0.
-        T = 0.5 * f.logdet() + log_sizes
-        n_idx = keep
-    solve = f.solve
-    gmu = np.zeros(s.n)
-    gq = 0.0
-    if Cp is not None and Cp.shape[0]:
-        Cr = Cp if n_idx is None else Cp[:, n_idx]
-        Ur = np.atleast_2d(solve(Cr.T.toarray()).reshape(Cr.shape[1], -1))
-        V = Cr @ Ur
-        ldV, Vi = _chol_logdet_inv(np.asarray(V))
-        b = Cp @ mu
-        Vib = Vi @ b
-        T += 0.5 * ldV + 0.5 * b @ Vib
-        U = np.zeros((s.n, Cp.shape[0]))
-        U[n_idx if n_idx is not None else slice(None)] = Ur
-        u = U @ Vib
-        w = qp.symmetric_weights
-        gq = -0.5 * w * _lowrank_on_pattern(qp, U @ Vi, U) + 0.5 * w * u[qp.rows] * u[qp.cols]
-        gmu = Cp.T @ Vib
-    if rpos is not None and np.ndim(gq) == 0:
-        gq = np.zeros(qp.nnz)
-    return _Prior(float(T), np.asarray(gmu, dtype=np.float64), f, rpos, gq)
-
-
 # -- the inner Newton solver ----------------------------------------------------------
 def _kriging(f, C):
     """``U = H^{-1} C'`` and ``V^{-1} = (C U)^{-1}`` (None without a constraint)."""
@@ -225,61 +181,95 @@ def _project(U, Vi, C, d):
     return d - U @ (Vi @ (C @ d))
 
 
-def _objective(s, fam, inp, x):
+def _point(s, inp, x) -> _Point:
     eta = inp.off + s.A_matvec(inp.a, x)
+    derivs = s.family.derivs(inp.y, eta, inp.ntr, inp.phi)
     r = x - inp.mu
-    ll = fam.derivs(inp.y, eta, inp.ntr, inp.phi)[0]
-    return float(np.sum(ll) - 0.5 * r @ s.q_pattern.matvec(inp.q, r))
+    qr = s.q_matvec(inp.q, r)
+    return _Point(x, eta, derivs, qr, float(np.sum(derivs[0]) - 0.5 * r @ qr))
 
 
-def _line_search(s, fam, inp, x, d, val, slope):
-    """Backtracking (Armijo) on the concave objective; ``(t, value)`` or None."""
+def _line_search(s, inp, P: _Point, d, slope):
+    """Backtracking (Armijo) on the concave objective; ``(t, point)`` or None."""
     t = 1.0
     for _ in range(40):
-        new = _objective(s, fam, inp, x + t * d)
-        if np.isfinite(new) and new >= val + 1e-4 * t * slope - 1e-12 * abs(val):
+        new = _point(s, inp, P.x + t * d)
+        if np.isfinite(new.val) and new.val >= P.val + 1e-4 * t * slope - 1e-12 * abs(P.val):
             return t, new
         t *= 0.5
     return None
 
 
 def _newton(s: LaplaceStructure, inp: _Inputs, x0, tol, max_iter, chord=None):
-    fam = s.family
-    x = s.feasible(x0)
-    val = _objective(s, fam, inp, x)
-    if chord is not None and np.isfinite(val):
-        # Warm start at nearby theta: one step with the previous mode's H (still cached),
-        # x + Sigma_c(old) grad Phi(x; theta_new).  This is the first-order IFT prediction
-        # of the new mode, so Newton starts O(dtheta^2) away and saves a factorisation.
-        f_old, U_old, Vi_old = chord
-        eta = inp.off + s.A_matvec(inp.a, x)
-        d1 = fam.derivs(inp.y, eta, inp.ntr, inp.phi)[1]
-        g = s.A_rmatvec(inp.a, d1) - s.q_pattern.matvec(inp.q, x - inp.mu)
-        d = _project(U_old, Vi_old, s.C, f_old.solve(g))
-        slope = float(g @ d)
-        if np.all(np.isfinite(d)) and slope > 0:
-            ls = _line_search(s, fam, inp, x, d, val, slope)
-            if ls is not None:
-                x, val = x + ls[0] * d, ls[1]
-    for it in range(1, max_iter + 1):
-        eta = inp.off + s.A_matvec(inp.a, x)
-        ll, d1, d2, d3 = fam.derivs(inp.y, eta, inp.ntr, inp.phi)
-        f = CACHE.factor(s.h_pattern, s.h_values(inp.q, inp.a, -d2))
-        if not f.ok or not np.isfinite(val):
-            return None
-        U, Vi, ldV = _kriging(f, s.C)
-        g = s.A_rmatvec(inp.a, d1) - s.q_pattern.matvec(inp.q, x - inp.mu)
+    r"""Newton with chord steps; ``(point, factor, U, Vi, ldV, factorisations)`` or None.
+
+    A step solves with the factor of H at the current point (Newton) or at an earlier
+    point (chord: the previous evaluation's mode, or an earlier iterate).  Chord steps
+    converge linearly at the rate :math:`\|I - H_{old}^{-1} H\|`, small when theta or x
+    moved little, and cost one solve instead of a factorisation: they go on while each
+    shrinks the step at least ``_CHORD_RATE``-fold and the tolerance is within
+    ``_CHORD_HORIZON`` steps at the observed rate.  The first step from the warm start is
+    the first-order IFT prediction of the new mode.  Convergence is only declared on a
+    Newton step, ``max|d| <= tol (1 + max|x|)`` with H factorised at ``x``: the criterion,
+    the mode and the factor returned are those of plain Newton, which a converged warm
+    start reaches with one factorisation of H.
+    """
+    P = _point(s, inp, s.feasible(x0))
+    if not np.isfinite(P.val):
+        return None
+    f, U, Vi, ldV = (None, None, None, 0.0) if chord is None else (*chord, 0.0)
+    fresh, n_fact, n_chord, prev = False, 0, 0, np.inf
+    while True:
+        if f is None:
+            if n_fact == max_iter:
+                return None
+            f = CACHE.factor(s.h_pattern, s.h_values(inp.q, inp.a, -P.derivs[2]))
+            n_fact += 1
+            if not f.ok:
+                return None
+            U, Vi, ldV = _kriging(f, s.C)
+            fresh = True
+        g = s.A_rmatvec(inp.a, P.derivs[1]) - P.qr
         d = _project(U, Vi, s.C, f.solve(g))
-        if not np.all(np.isfinite(d)):
+        ok = np.all(np.isfinite(d))
+        size = float(np.max(np.abs(d), initial=0.0)) if ok else np.inf
+        limit = tol * (1.0 + np.max(np.abs(P.x), initial=0.0))
+        if fresh and not ok:
             return None
-        if np.max(np.abs(d), initial=0.0) <= tol * (1.0 + np.max(np.abs(x), initial=0.0)):
-            return x, eta, (ll, d1, d2, d3), f, U, Vi, ldV, it
-        slope = float(g @ d)  # > 0: d is an ascent direction of the concave objective
-        ls = _line_search(s, fam, inp, x, d, val, slope)
+        if fresh and size <= limit:
+            return P, f, U, Vi, ldV, n_fact
+        # > 0: d is an ascent direction of the concave objective.  With a constraint, g
+        # holds a large multiple of C' (the Lagrange multiplier) that d is orthogonal to;
+        # its rounding would swamp g'd near the mode, so take the tangential part of g.
+        slope = float((g if s.C is None else s.feasible(g)) @ d)
+        ls = None
+        if ok and size <= limit:  # a converged chord step: take it whole, then verify
+            new = _point(s, inp, P.x + d)
+            ls = (1.0, new) if np.isfinite(new.val) else None
+        elif ok and (fresh or slope > 0):
+            ls = _line_search(s, inp, P, d, slope)
         if ls is None:
-            return None
-        x, val = x + ls[0] * d, ls[1]
-    return None
+            if fresh:
+                return None
+            f = None  # the stale factor failed: refactorise here
+            continue
+        t, P = ls
+        if not fresh:
+            n_chord += 1
+            rate = size / prev  # 0 on the first step (nothing to judge the rate by yet)
+            steps_left = np.log(limit / size) / np.log(rate) if 0 < rate < 1 else 0.0
+            # The error left after this step is about rate * size: once that is well
+            # inside the tolerance, the Newton step at a fresh factor will pass it.
+            if (
+                size <= limit
+                or (0 < rate < 1 and rate * size <= 0.25 * limit)
+                or t < 1.0
+                or rate > _CHORD_RATE
+                or steps_left > _CHORD_HORIZON
+                or n_chord >= _MAX_CHORD
+            ):
+                f = None
+        prev, fresh = size, False
 
 
 def laplace_state(s: LaplaceStructure, inp: _Inputs, tol=1e-10, max_iter=100, warm_start=True):
@@ -292,9 +282,16 @@ def laplace_state(s: LaplaceStructure, inp: _Inputs, tol=1e-10, max_iter=100, wa
         return _laplace_state(s, inp, tol, max_iter, warm_start)
 
 
+def _cached_state(key, inp):
+    for st in _STATES.get(key, ()):
+        if st.inp.same_as(inp):
+            return st
+    return None
+
+
 def _laplace_state(s, inp, tol, max_iter, warm_start):
-    key = (s.key, inp.digest(), tol)
-    st = _STATES.get(key)
+    key = (s.key, tol)
+    st = _cached_state(key, inp)
     if st is not None:
         return st
     prior = _prior_terms(s, inp.q, inp.mu)
@@ -309,20 +306,17 @@ def _laplace_state(s, inp, tol, max_iter, warm_start):
         res = _newton(s, inp, inp.mu.copy(), tol, max_iter)  # a bad warm start: start over
     if res is None:
         return None
-    x, eta, (ll, d1, d2, d3), f, U, Vi, ldV, it = res
-    r = x - inp.mu
-    value = (
-        float(np.sum(ll))
-        - 0.5 * float(r @ s.q_pattern.matvec(inp.q, r))
-        + prior.T
-        - 0.5 * f.logdet()
-        - 0.5 * ldV
-    )
+    P, f, U, Vi, ldV, it = res
+    ll, d1, d2, d3 = P.derivs
+    # The cache is found by comparing inputs, and callers may reuse their buffers (PyTensor
+    # storage, finite differences in place): keep a copy.
+    inp = _Inputs(*(np.array(v) for v in inp.arrays()))
+    value = P.val + prior.T - 0.5 * f.logdet() - 0.5 * ldV
     if not np.isfinite(value):
         return None
-    st = _State(s, inp, x, eta, ll, d1, d2, d3, f, U, Vi, ldV, prior, value, it)
-    _MODES.put(s.key, (x.copy(), f, U, Vi))
-    _STATES.put(key, st)
+    st = _State(s, inp, P.x, P.eta, ll, d1, d2, d3, f, U, Vi, ldV, prior, value, it)
+    _MODES.put(s.key, (P.x.copy(), f, U, Vi))
+    _STATES.put(key, [st, *_STATES.get(key, ())][:_STATES_PER_KEY])
     return st
 
 
@@ -334,16 +328,19 @@ def _sigma_c_on_h(st: _State):
     return sc
 
 
-def laplace_gradient(st: _State, mode_term: bool = True):
+def laplace_gradient(st: _State, mode_term: bool = True, wrt_q: bool = True):
     """Gradient of the Laplace marginal wrt ``(q, mu, offset, a, phi)`` (see module notes).
 
     ``mode_term=False`` drops the movement of the mode (for tests that must see it fail).
+    ``wrt_q=False`` returns zeros for ``q`` instead of its gradient (for a ``Q`` that is a
+    constant of the graph, whose gradient nothing reads): it skips the selected inverse
+    of the prior and the ``O(nnz)`` terms on Q's pattern.
     """
     with np.errstate(all="ignore"):
-        return _laplace_gradient(st, mode_term)
+        return _laplace_gradient(st, mode_term, wrt_q)
 
 
-def _laplace_gradient(st: _State, mode_term: bool):
+def _laplace_gradient(st: _State, mode_term: bool, wrt_q: bool = True):
     s, inp, fam = st.s, st.inp, st.s.family
     x, d1, d2, d3 = st.x, st.d1, st.d2, st.d3
     W = -d2
@@ -354,12 +351,15 @@ def _laplace_gradient(st: _State, mode_term: bool):
     u = s.A_matvec(inp.a, v)
     r = x - inp.mu
     qp = s.q_pattern
-    w = qp.symmetric_weights
-    gq = -0.5 * w * r[qp.rows] * r[qp.cols]  # Phi: -(1/2) r' dQ r
-    gq += -0.5 * w * sc[s.q_in_h]  # G: -(1/2) tr(Sc dQ)
-    gq -= _pair(qp, v, r)  # mode movement: -v' dQ r
-    gq += st.prior.gq()
-    gmu = qp.matvec(inp.q, r + v) + st.prior.gmu
+    if wrt_q:
+        w = qp.symmetric_weights
+        gq = -0.5 * w * r[qp.rows] * r[qp.cols]  # Phi: -(1/2) r' dQ r
+        gq += -0.5 * w * sc[s.q_in_h]  # G: -(1/2) tr(Sc dQ)
+        gq -= _pair(qp, v, r)  # mode movement: -v' dQ r
+        gq += st.prior.gq()
+    else:
+        gq = np.zeros(qp.nnz)
+    gmu = s.q_matvec(inp.q, r + v) + st.prior.gmu
     goff = d1 + 0.5 * z * d3 + u * d2
     ar, ac = s.a_rows, s.a_cols
     # Phi: l'_k x_j; G: -W_k (A Sc)_kj + (1/2) z_k l'''_k x_j; mode: v_j l'_k + u_k l''_k x_j.
