@@ -12,13 +12,25 @@ For 2-D lattices with n = 10^3, 10^4, 10^5 nodes this reports
   a time cap and is reported "over cap" when it does not finish.
 
 Usage: ``python benchmarks/logdet1d.py [--sizes 1000 10000 100000] [--pm-cap 180]``.
+
+``--setup N`` instead times the table set-up alone on the lattice nearest N nodes
+(default interval, 1e-9 certificate), once per ``--workers`` value (default: 2 worker
+processes, then serial) and, with ``--ladder``, once with the previous fixed ladder of
+levels (serial), all in one run: wall and CPU seconds (this process and its worker
+processes), exact factorisations (samples and certification checks), pieces, the
+certified maximum errors and the tabulated interval.  Results go to
+``benchmarks/results/logdet1d_setup_{n}.json``.
+
 Timings are wall-clock on the machine it runs on; they are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -148,12 +160,98 @@ def pm_car(n_target, reps, cap):
     return q.get()
 
 
+def _cpu_seconds():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # joined worker processes
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def setup_row(n_target, workers, ladder=False):
+    """Time one table set-up (no cache: a fresh build) and return its row."""
+    from pymc_sparse.linalg.cholmod import clear_cache
+    from pymc_sparse.logdet1d.families import car_logdet_family
+
+    W = lattice(n_target)
+    clear_cache()  # empties the table cache too: every row builds from scratch
+    cpu0, kids0 = _cpu_seconds()
+    t = time.perf_counter()
+    fam = car_logdet_family(W, workers=workers, adaptive_split=not ladder)
+    wall = time.perf_counter() - t
+    cpu1, kids1 = _cpu_seconds()
+    info = fam.info
+    row = {
+        "n": int(W.shape[0]),
+        "builder": "fixed ladder (previous)" if ladder else "adaptive",
+        "workers": info["workers"],
+        "wall_s": wall,
+        "cpu_s_parent": cpu1 - cpu0,
+        "cpu_s_workers": kids1 - kids0,
+        "factorisations": info["evaluations"],
+        "samples": info["samples"],
+        "check_evaluations": info["check_points"],
+        "pieces": info["pieces"],
+        "max_degree": info["max_degree"],
+        "max_error_f": float(info["max_error_f"]),
+        "max_error_df": float(info["max_error_df"]),
+        "certified": bool(info["certified"]),
+        "table_interval": [fam.lo, fam.hi],
+        "requested_interval": list(info["requested_interval"]),
+        "atol": info["atol"],
+    }
+    return row, fam
+
+
+def run_setup(n_target, workers_list, ladder):
+    configs = [(w, False) for w in workers_list] + ([(1, True)] if ladder else [])
+    out = {
+        "benchmark": "logdet1d setup",
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "cores": os.cpu_count(),
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "rows": [],
+    }
+    fams = []
+    path = None
+    for w, lad in configs:
+        row, fam = setup_row(n_target, w, lad)
+        row["load_average_1min_after"] = os.getloadavg()[0]
+        out["rows"].append(row)
+        fams.append((fam, lad))
+        print(
+            f"setup n={row['n']} {row['builder']}, workers={row['workers']}: wall "
+            f"{row['wall_s']:.1f} s, CPU {row['cpu_s_parent']:.1f} s (this process) + "
+            f"{row['cpu_s_workers']:.1f} s (workers); {row['factorisations']} factorisations "
+            f"({row['samples']} samples + {row['check_evaluations']} checks), "
+            f"{row['pieces']} pieces; certified={row['certified']}, max |err| f "
+            f"{row['max_error_f']:.2e}, f' {row['max_error_df']:.2e} (bound {row['atol']:g}); "
+            f"table on [{row['table_interval'][0]:.6g}, {row['table_interval'][1]:.6g}]",
+            flush=True,
+        )
+        # The tables of one builder agree whatever the number of workers (same samples).
+        ref = [f for f, lad in fams if not lad]
+        out["tables_identical_across_workers"] = all(
+            bool(np.array_equal(ref[0].coef, f.coef) and np.array_equal(ref[0].breaks, f.breaks))
+            for f in ref
+        )
+        # Written after every row: a long run interrupted keeps what it measured.
+        name = f"logdet1d_setup_{row['n']}.json"
+        path = Path(__file__).resolve().parent / "results" / name
+        path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"wrote {path}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--pm-cap", type=float, default=180.0)
     ap.add_argument("--no-pm", action="store_true")
+    ap.add_argument("--setup", type=int, default=None, help="set-up rows only, at ~N nodes")
+    ap.add_argument("--workers", type=int, nargs="+", default=[2, 1])
+    ap.add_argument("--ladder", action="store_true", help="also the previous fixed ladder")
     args = ap.parse_args()
+    if args.setup is not None:
+        run_setup(args.setup, args.workers, args.ladder)
+        return
     for n_target in args.sizes:
         W = lattice(n_target)
         n = W.shape[0]

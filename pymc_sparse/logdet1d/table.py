@@ -21,10 +21,13 @@ where the :math:`k_s \log|\alpha - s|` are known logarithmic singularities at en
 of the support (a proper CAR :math:`D - \alpha W` is singular at :math:`\alpha = 1` with
 multiplicity the number of connected components, and at :math:`\alpha = -1` with
 multiplicity the number of bipartite components).  Each piece samples :math:`g'` (one
-factorisation and one selected inverse per point) at nested Chebyshev--Lobatto points
-(9, 17, 33) and is split in two when the Chebyshev coefficients of :math:`g'` have not
-decayed to the tolerance; :math:`g` is the integral of that series, its constant fitted
-to the samples of :math:`g` from the same factorisations.  Interpolating :math:`g'`
+factorisation and one selected inverse per point, :mod:`pymc_sparse.logdet1d.exact`) at
+nested Chebyshev--Lobatto points (9, 17, 33) and is split in two when the Chebyshev
+coefficients of :math:`g'` show it needs more (:mod:`pymc_sparse.logdet1d.adaptive`
+predicts that from the first 9 and splits at once); :math:`g` is the integral of that
+series, its constant fitted to the samples of :math:`g` from the same factorisations.
+The samples of one level are taken as a batch, in forked worker processes on every core
+(``workers``) for large :math:`n`.  Interpolating :math:`g'`
 from its own samples, rather than differentiating an interpolant of :math:`g`, keeps the
 samples' rounding out of :math:`f'` (a derivative amplifies it by ~:math:`m^2/h`), which
 is what brings :math:`f'` to 1e-9 absolute.  The initial partition is graded
@@ -46,8 +49,8 @@ of a factorisation})`).
 See ``docs/theory/logdet1d.md`` for the derivation, the families covered (proper CAR,
 Leroux, SAR) and the accuracy measured.
 
-Length: about 600 lines, one concept (build, certify and evaluate one table): the
-adaptive builder and the certificate share the piece representation and the singular
+Length: a little under 600 lines, one concept (build, certify and evaluate one table): the
+certificate and the table share the piece representation and the singular
 terms, and splitting them would pass those internals across modules.
 
 References
@@ -74,22 +77,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.validate import symmetric_csc
-from pymc_sparse.logdet1d.chebyshev import (
-    _chop,
-    _clenshaw,
-    _coefficients,
-    _derivative_coefficients,
-    _graded_breaks,
-    _integrate,
-    _lobatto,
-)
+from pymc_sparse.logdet1d.adaptive import build_pieces
+from pymc_sparse.logdet1d.chebyshev import _clenshaw, _derivative_coefficients, _graded_breaks
+from pymc_sparse.logdet1d.exact import Sampler, _diag_scale, _exact_smooth
 
 __all__ = ["LogDetFamily", "Singularity", "logdet_family"]
-
-_LEVELS = (9, 17, 33)  # nested Chebyshev-Lobatto sizes tried before a piece is split
 
 
 @dataclass(frozen=True)
@@ -267,95 +261,6 @@ class LogDetFamily:
         return tabulated_logdet(self, alpha)
 
 
-# -- exact evaluations ------------------------------------------------------------------
-def _diag_scale(pattern: SparsityPattern, a0: np.ndarray):
-    """Per-node scales ``c_j`` (the diagonal of A0 where positive) and ``sum log c_j``.
-
-    ``f - sum log c_j = sum_j log(L_jj^2 / c_p(j))`` is summed from moderate terms with
-    ``math.fsum``: its rounding error is far below one unit in the last place of ``f``
-    itself, which is what a Chebyshev derivative of the samples amplifies.
-    """
-    d = a0[pattern.diag_index]
-    c = np.where(d > 0, d, 1.0)
-    return c, math.fsum(np.log(c))
-
-
-def _exact_smooth(pattern, a0, a1, c, alpha, derivative):
-    """``(f - sum log c, f')`` at alpha; NaN when Q(alpha) is not positive definite."""
-    F = CACHE.factor(pattern, a0 + alpha * a1)
-    if not F.ok:
-        return float("nan"), float("nan")
-    L = F.L()
-    diag = L.data[L.indptr[:-1]]  # rows sorted: the diagonal leads each column
-    g = math.fsum(np.log(diag * diag / c[F.symbolic.perm]))
-    dg = float("nan")
-    if derivative:
-        S = F.selected_inverse()
-        dg = math.fsum(pattern.symmetric_weights * S * a1)
-    return g, dg
-
-
-# -- builder ------------------------------------------------------------------------------
-
-
-def _build(sample, lo, hi, breaks0, atol, rtol, rtol_df, noise, max_pieces):
-    r"""Adaptive piecewise Chebyshev interpolation of :math:`g'`, integrated to :math:`g`.
-
-    ``sample(alpha)`` returns the exact :math:`(g, g')` (one factorisation and one
-    selected inverse).  :math:`g'` is interpolated from its own samples, so its error is
-    the interpolation error plus the rounding of the samples, not the samples' noise
-    amplified by differentiation (~:math:`m^2/h`) as for the derivative of an interpolant
-    of :math:`g`.  :math:`g` is the integral of that series, its constant fitted to the
-    samples of :math:`g`; the misfit at the samples checks the two against each other.
-    """
-    todo = list(itertools.pairwise(breaks0))
-    done = []
-    while todo:
-        a, b = todo.pop()
-        hw = 0.5 * (b - a)
-        for m in _LEVELS:
-            t = _lobatto(m)
-            x = 0.5 * (a + b) + hw * t
-            v, dv = np.array([sample(xi) for xi in x]).T
-            if not (np.all(np.isfinite(v)) and np.all(np.isfinite(dv))):
-                raise ValueError(
-                    f"Q(alpha) is not positive definite at some alpha in [{a:.6g}, {b:.6g}]; "
-                    "shrink the interval to the support where A0 + alpha*A1 is SPD."
-                )
-            d = _coefficients(dv)
-            tol_f = atol + rtol * np.max(np.abs(v)) + 4 * noise
-            tol_df = atol + rtol_df * np.max(np.abs(dv))
-            q = max(2, m // 4)
-            tail = np.abs(d[-q:])
-            ok_df = np.sum(tail) <= tol_df / 4
-            # At the finest level, coefficients that no longer decay are rounding noise of
-            # the samples: splitting cannot reduce it; certification reports what is reached.
-            flat = m == _LEVELS[-1] and tail.max() >= 0.1 * np.abs(d[m // 2 : m // 2 + q]).max()
-            if ok_df or flat:
-                dch = _chop(d, max(tol_df, np.sum(tail)) / 4)
-                c = _integrate(dch, hw, t, v)
-                misfit = np.max(np.abs(v - np.polynomial.chebyshev.chebval(t, c)))
-                if misfit <= tol_f / 2:
-                    # White noise of sd s in the samples gives coefficients of rms
-                    # s * sqrt(2 / m); the interpolant carries it times its Lebesgue
-                    # constant (<= 3.3 for m <= 33).
-                    sd = np.sqrt(np.mean(d[-q:] ** 2) * m / 2) if flat and not ok_df else 0.0
-                    done.append((a, b, c, 3.3 * sd))
-                    break
-        else:
-            if len(done) + len(todo) + 2 > max_pieces:
-                raise RuntimeError(
-                    f"The log-determinant needed more than {max_pieces} pieces on [{lo:.6g}, "
-                    f"{hi:.6g}]; the interval probably reaches too close to a singular point "
-                    "that was not declared. Shrink it, declare `singularities`, or raise "
-                    "max_pieces."
-                )
-            mid = 0.5 * (a + b)
-            todo.extend([(a, mid), (mid, b)])
-    done.sort()
-    return done
-
-
 def _assemble(pieces):
     breaks = np.array([p[0] for p in pieces] + [pieces[-1][1]])
     K = max(p[2].size for p in pieces)
@@ -379,6 +284,8 @@ def logdet_family(
     max_pieces: int = 200,
     max_width: float = 0.5,
     end_zone: float = 0.01,
+    workers: int | None = None,
+    adaptive_split: bool = True,
 ) -> LogDetFamily:
     r"""Tabulate :math:`f(\alpha) = \log\det(A_0 + \alpha A_1)` on an interval.
 
@@ -419,6 +326,15 @@ def logdet_family(
         Seed of the random certification points.
     max_pieces, max_width : int, float
         Guard on the number of pieces; widest initial piece.
+    workers : int or None
+        Processes sampling the exact values (forked, see
+        :class:`~pymc_sparse.logdet1d.exact.Sampler`): ``None`` uses every available
+        core when ``n >= 20,000`` and one process below; ``1`` turns parallel sampling
+        off.  The table is the same either way.
+    adaptive_split : bool
+        Split a piece as soon as its coefficients predict it needs more than the finest
+        level (:mod:`pymc_sparse.logdet1d.adaptive`); False splits only after sampling
+        the finest level (the previous builder; for comparisons).
 
     Returns
     -------
@@ -453,127 +369,60 @@ def logdet_family(
     # Rounding noise of one sample of g (measured: ~1e-13 at n = 1e4, ~1e-12 at 1e5).
     noise = 16 * np.finfo(float).eps * math.sqrt(n) * (1.0 + float(np.mean(np.abs(np.log(c)))))
     cache: dict[float, tuple[float, float]] = {}
-    counts = {"evaluations": 0, "selected_inverses": 0}
 
     def sing(alpha, order=0):
         return sum((s.value(alpha) if order == 0 else s.derivative(alpha, order)) for s in sings)
 
-    def exact(alpha):
-        counts["evaluations"] += 1
-        counts["selected_inverses"] += 1
-        return _exact_smooth(pattern, a0, a1, c, float(alpha), True)
+    with Sampler(pattern, a0, a1, c, workers) as sampler:
 
-    def sample(alpha):
-        alpha = float(alpha)
-        if alpha not in cache:
-            g, dg = exact(alpha)
-            cache[alpha] = (g - sing(alpha), dg - sing(alpha, 1))
-        return cache[alpha]
+        def sample(alphas):
+            """Exact (g, g') with the singular terms removed; each alpha computed once."""
+            alphas = [float(x) for x in alphas]
+            new = sorted({x for x in alphas if x not in cache})
+            for x, (g, dg) in zip(new, sampler(new)):
+                cache[x] = (g - sing(x), dg - sing(x, 1))
+            return np.array([cache[x] for x in alphas]).reshape(len(alphas), 2)
 
-    def build(breaks):
-        return _build(sample, lo, hi, breaks, atol, rtol, rtol_df, noise, max_pieces)
+        def build(intervals, strict=False):
+            # Near a singular end the samples' rounding noise approaches the tolerance:
+            # accept there only on the sum of the tail (strict), which sees the noise.
+            return build_pieces(
+                sample,
+                intervals,
+                lo,
+                hi,
+                atol,
+                rtol,
+                rtol_df,
+                noise,
+                max_pieces,
+                split=adaptive_split,
+                lax=adaptive_split and not strict,
+            )
 
-    def family(pieces):
-        breaks, coef = _assemble(pieces)
-        return LogDetFamily(
-            pattern, a0, a1, pieces[0][0], pieces[-1][1], sings, offset, breaks, coef, {}
+        def misses(fam, xs, margins):
+            """The table's errors (f, f') at xs against fresh exact evaluations, and verdicts."""
+            out = []
+            for x, m, (g, dg) in zip(xs, margins, sampler(xs)):
+                ef = abs(fam.table(x) - offset - g)
+                edf = abs(fam.table(x, 1) - dg)
+                tol_f, tol_df = atol + rtol * abs(g) + 4 * noise, atol + rtol_df * abs(dg)
+                out.append((ef, edf, ef > m * tol_f or edf > m * tol_df))
+            return out
+
+        pieces, bad, errors = _build_and_certify(
+            build,
+            misses,
+            sings,
+            lo,
+            hi,
+            max_width,
+            end_zone,
+            atol,
+            check_points,
+            seed,
+            lambda pieces: _family(pattern, a0, a1, sings, offset, pieces),
         )
-
-    def misses(fam, x, margin=1.0):
-        """The table's errors (f, f') at x against a fresh exact evaluation, and a verdict."""
-        g, dg = exact(x)
-        ef = abs(fam.table(x) - offset - g)
-        edf = abs(fam.table(x, 1) - dg)
-        tol_f, tol_df = atol + rtol * abs(g) + 4 * noise, atol + rtol_df * abs(dg)
-        return ef, edf, ef > margin * tol_f or edf > margin * tol_df
-
-    zone = end_zone * (hi - lo)
-
-    def near_end(a, b):
-        """Whether piece [a, b] lies within ``zone`` of a singular end point."""
-        return any(
-            (s.point >= hi and s.point - a <= zone) or (s.point <= lo and b - s.point <= zone)
-            for s in sings
-        )
-
-    mid = 0.5 * (lo + hi)
-
-    def trim(pieces, bad):
-        """Drop the pieces from the outermost failing one to each singular end."""
-        upper = [i for i in bad if pieces[i][0] >= mid and near_end(*pieces[i][:2])]
-        lower = [i for i in bad if pieces[i][1] <= mid and near_end(*pieces[i][:2])]
-        return range(max(lower) + 1 if lower else 0, min(upper) if upper else len(pieces))
-
-    # Pieces whose g' samples are noisier than the tolerance (the exact f' loses accuracy
-    # like eps * kappa(Q) * |f'| toward a singular end): the table stops before them.  The
-    # end zones are built from the interior outward and stop at the first such piece,
-    # whose outer neighbours would only be dropped too.
-    breaks0 = _graded_breaks(lo, hi, [s.point for s in sings], max_width)
-    initial = list(itertools.pairwise(breaks0))
-    pieces = build(np.array(sorted({x for p in initial if not near_end(*p) for x in p})))
-    for side in (
-        sorted(p for p in initial if near_end(*p) and p[0] >= mid),
-        sorted((p for p in initial if near_end(*p) and p[1] <= mid), reverse=True),
-    ):
-        for a, b in side:
-            new = build(np.array([a, b]))
-            pieces.extend(new)
-            if any(p[3] > atol / 2 for p in new):
-                break
-    pieces.sort()
-    keep = trim(pieces, {i for i, p in enumerate(pieces) if p[3] > atol / 2})
-    pieces = pieces[keep.start : keep.stop]
-    if not pieces:
-        raise RuntimeError(
-            f"The exact f' is too noisy for the tolerance everywhere on [{lo:.6g}, {hi:.6g}]; "
-            "use the exact path or raise `atol`/`rtol_df`."
-        )
-    rng = np.random.default_rng(seed)
-    npts = 0
-    for _round in range(4):
-        fam = family(pieces)
-        breaks = fam.breaks
-        # The interval's ends too: there an interpolant's derivative error peaks.  Near a
-        # singular end the exact f' is noisier and so is the table: more points per piece.
-        per_piece = [4 if near_end(a, b) else 1 for a, b, *_ in pieces]
-        pts = np.concatenate(
-            [[fam.lo, fam.hi], rng.uniform(fam.lo, fam.hi, check_points)]
-            + [rng.uniform(a, b, k) for (a, b, *_), k in zip(pieces, per_piece)]
-        )
-        bad = set()
-        errors = []
-        npts += pts.size
-        for x in pts:
-            i = min(int(np.searchsorted(breaks, x, side="right")) - 1, len(pieces) - 1)
-            # Near a singular end the errors are random (rounding of the samples), and a
-            # few points sample them: certify there with a factor 2 in hand.
-            ef, edf, miss = misses(fam, float(x), 0.5 if per_piece[i] > 1 else 1.0)
-            errors.append((i, ef, edf))
-            if miss:
-                bad.add(i)
-        if not bad or _round == 3:
-            break
-        new = []
-        for i in sorted(bad, reverse=True):
-            a, b, *_ = pieces.pop(i)
-            new.extend(build(np.array([a, 0.5 * (a + b), b])))
-        pieces = sorted(pieces + new)
-    # Close to a singular end point the exact f' itself (a sum of selected-inverse entries)
-    # loses accuracy like eps * kappa(Q) * |f'|; where the table cannot be certified there,
-    # it stops, and the Op evaluates exactly beyond it (one factorisation per call).
-    keep = trim(pieces, bad)
-    if len(keep) < len(pieces):
-        pieces = pieces[keep.start : keep.stop]
-        bad = {i - keep.start for i in bad if i in keep}
-        errors = [(i - keep.start, ef, edf) for i, ef, edf in errors if i in keep]
-        # The new ends were only tested as interior points of their pieces.
-        fam = family(pieces)
-        for i, x in ((0, fam.lo), (len(pieces) - 1, fam.hi)):
-            ef, edf, miss = misses(fam, x, 0.5)
-            errors.append((i, ef, edf))
-            npts += 1
-            if miss:
-                bad.add(i)
     worst_f = max(e[1] for e in errors)
     worst_df = max(e[2] for e in errors)
     if bad:
@@ -584,22 +433,132 @@ def logdet_family(
             UserWarning,
             stacklevel=2,
         )
-    fam = family(pieces)
+    fam = _family(pattern, a0, a1, sings, offset, pieces)
     fam.info = {
-        **counts,
+        "evaluations": sampler.evaluations,
+        "selected_inverses": sampler.evaluations,
+        "samples": len(cache),
+        "workers": sampler.workers,
         "pieces": len(pieces),
         "max_degree": int(fam.coef.shape[1] - 1),
         "build_seconds": time.perf_counter() - t0,
         "max_error_f": worst_f,
         "max_error_df": worst_df,
         "certified": not bad,
-        "check_points": int(npts),
+        "check_points": sampler.evaluations - len(cache),
         "requested_interval": (lo, hi),
         "atol": atol,
         "rtol": rtol,
         "rtol_df": rtol_df,
     }
     return fam
+
+
+def _family(pattern, a0, a1, sings, offset, pieces):
+    breaks, coef = _assemble(pieces)
+    return LogDetFamily(
+        pattern, a0, a1, pieces[0][0], pieces[-1][1], sings, offset, breaks, coef, {}
+    )
+
+
+def _build_and_certify(
+    build, misses, sings, lo, hi, max_width, end_zone, atol, check_points, seed, family
+):
+    """Build the pieces, drop the noise-limited end zones, certify at random points.
+
+    Returns the pieces, the indices of pieces that failed their last check and the
+    ``(piece, error f, error f')`` of every check point.
+    """
+    zone = end_zone * (hi - lo)
+    mid = 0.5 * (lo + hi)
+
+    def near_end(a, b):
+        """Whether piece [a, b] lies within ``zone`` of a singular end point."""
+        return any(
+            (s.point >= hi and s.point - a <= zone) or (s.point <= lo and b - s.point <= zone)
+            for s in sings
+        )
+
+    def trim(pieces, bad):
+        """Drop the pieces from the outermost failing one to each singular end."""
+        upper = [i for i in bad if pieces[i][0] >= mid and near_end(*pieces[i][:2])]
+        lower = [i for i in bad if pieces[i][1] <= mid and near_end(*pieces[i][:2])]
+        return range(max(lower) + 1 if lower else 0, min(upper) if upper else len(pieces))
+
+    # Pieces whose g' samples are noisier than the tolerance (the exact f' loses accuracy
+    # like eps * kappa(Q) * |f'| toward a singular end): the table stops before them.  The
+    # end zones are built from the interior outward, both sides in one batch, and each
+    # side stops at its first such piece, whose outer neighbours would only be dropped too.
+    breaks0 = _graded_breaks(lo, hi, [s.point for s in sings], max_width)
+    initial = list(itertools.pairwise(breaks0))
+    pieces = build([p for p in initial if not near_end(*p)])
+    sides = [
+        sorted(p for p in initial if near_end(*p) and p[0] >= mid),
+        sorted((p for p in initial if near_end(*p) and p[1] <= mid), reverse=True),
+    ]
+    for k in range(max(map(len, sides))):
+        batch = [side[k] for side in sides if k < len(side)]
+        if not batch:
+            break
+        new = build(batch, strict=True)
+        pieces.extend(new)
+        for s, side in enumerate(sides):
+            if k < len(side):
+                a, b = side[k]
+                if any(p[3] > atol / 2 for p in new if a <= p[0] and p[1] <= b):
+                    sides[s] = side[: k + 1]  # stop this side
+    pieces.sort(key=lambda p: p[0])
+    keep = trim(pieces, {i for i, p in enumerate(pieces) if p[3] > atol / 2})
+    pieces = pieces[keep.start : keep.stop]
+    if not pieces:
+        raise RuntimeError(
+            f"The exact f' is too noisy for the tolerance everywhere on [{lo:.6g}, {hi:.6g}]; "
+            "use the exact path or raise `atol`/`rtol_df`."
+        )
+    rng = np.random.default_rng(seed)
+    for _round in range(4):
+        fam = family(pieces)
+        # The interval's ends too: there an interpolant's derivative error peaks.  Near a
+        # singular end the exact f' is noisier and so is the table: more points per piece.
+        per_piece = [4 if near_end(a, b) else 1 for a, b, *_ in pieces]
+        pts = np.concatenate(
+            [[fam.lo, fam.hi], rng.uniform(fam.lo, fam.hi, check_points)]
+            + [rng.uniform(a, b, k) for (a, b, *_), k in zip(pieces, per_piece)]
+        )
+        idx = [
+            min(int(np.searchsorted(fam.breaks, x, side="right")) - 1, len(pieces) - 1) for x in pts
+        ]
+        # Near a singular end the errors are random (rounding of the samples), and a few
+        # points sample them: certify there with a factor 2 in hand.
+        margins = [0.5 if per_piece[i] > 1 else 1.0 for i in idx]
+        res = misses(fam, [float(x) for x in pts], margins)
+        errors = [(i, ef, edf) for i, (ef, edf, _) in zip(idx, res)]
+        bad = {i for i, (_, _, miss) in zip(idx, res) if miss}
+        if not bad or _round == 3:
+            break
+        halves = []
+        for i in sorted(bad, reverse=True):
+            a, b, *_ = pieces.pop(i)
+            halves.extend([(a, 0.5 * (a + b)), (0.5 * (a + b), b)])
+        rebuilt = build([h for h in halves if not near_end(*h)])
+        rebuilt += build([h for h in halves if near_end(*h)], strict=True)
+        pieces = sorted(pieces + rebuilt, key=lambda p: p[0])
+    # Close to a singular end point the exact f' itself (a sum of selected-inverse entries)
+    # loses accuracy like eps * kappa(Q) * |f'|; where the table cannot be certified there,
+    # it stops, and the Op evaluates exactly beyond it (one factorisation per call).
+    keep = trim(pieces, bad)
+    if len(keep) < len(pieces):
+        pieces = pieces[keep.start : keep.stop]
+        bad = {i - keep.start for i in bad if i in keep}
+        errors = [(i - keep.start, ef, edf) for i, ef, edf in errors if i in keep]
+        # The new ends were only tested as interior points of their pieces.
+        fam = family(pieces)
+        ends = [(0, fam.lo), (len(pieces) - 1, fam.hi)]
+        for (i, _), (ef, edf, miss) in zip(ends, misses(fam, [x for _, x in ends], [0.5, 0.5])):
+            errors.append((i, ef, edf))
+            if miss:
+                bad.add(i)
+    return pieces, bad, errors
 
 
 def _union_values(A0, A1):
