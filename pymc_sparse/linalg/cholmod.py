@@ -40,9 +40,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from pymc_sparse.linalg.cholmod_struct import factor_layout, read_pivots, symbolic_flops
-from pymc_sparse.linalg.cholmod_struct import (  # noqa: F401 - imported from here elsewhere
-    supernodal_diagonal_positions as _supernodal_diagonal_positions,
-)
 from pymc_sparse.linalg.lru import clear_all
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.singular import (
@@ -153,6 +150,17 @@ class Factor:
     _selinv_L: np.ndarray | None = field(default=None, repr=False)
     _selinv_Q: np.ndarray | None = field(default=None, repr=False)
     _data: np.ndarray | None = field(default=None, repr=False)  # the values factorised
+    _pivots: np.ndarray | None = field(default=None, repr=False)
+
+    def pivots(self) -> np.ndarray:
+        r"""Return the pivots :math:`d_j = L_{jj}^2` in the factor's (permuted) order.
+
+        Read in place when the factor was computed, so free; NaN-filled if not positive
+        definite.  ``perm = symbolic.perm`` maps pivot ``j`` to column ``perm[j]`` of Q.
+        """
+        if not self.ok or self._pivots is None:
+            return np.full(self.pattern.n, np.nan)
+        return self._pivots
 
     # -- scalars --------------------------------------------------------------------
     def logdet(self) -> float:
@@ -485,7 +493,7 @@ class CholeskyCache:
                         col = int(sym.perm[j])
                         bad = Factor(pattern, sym, None, False, col, True, float(ratio[j]))
                         return self._failed(bad)
-        return Factor(pattern, sym, chol, ok=True, _logdet=ld)
+        return Factor(pattern, sym, chol, ok=True, _logdet=ld, _pivots=d)
 
     def _failed(self, f: Factor) -> Factor:
         with self._lock:

@@ -8,7 +8,7 @@ analysis of the pattern is done once per process and reused by every sample, thr
           f'(\alpha) = \sum_e w_e\, S_e\, (A_1)_e,
 
 with :math:`c` the positive diagonal of :math:`A_0` (:math:`f = g + \sum_j \log c_j`).
-The pivots :math:`L_{jj}` are read in place from CHOLMOD's supernodal factor: copying
+The pivots :math:`L_{jj}^2` come from :meth:`Factor.pivots`, read in place: copying
 :math:`L` out in CSC form only to read its diagonal cost a quarter of a sample
 (n = 10^5 lattice: 0.09 s of 0.36 s of CPU).
 
@@ -37,14 +37,6 @@ import numpy as np
 from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.pattern import SparsityPattern
 
-try:  # the in-place read of a supernodal factor's diagonal (see _pivots)
-    from pymc_sparse.linalg.cholmod_struct import (
-        supernodal_diagonal_positions,
-        supernodal_view_cached,
-    )
-except ImportError:  # pragma: no cover - the factor layer reorganised: copy L instead
-    supernodal_view_cached = None
-
 __all__ = ["Sampler", "default_workers"]
 
 # Below this order a sample costs milliseconds: forking workers (and repeating the
@@ -72,37 +64,12 @@ def _diag_scale(pattern: SparsityPattern, a0: np.ndarray):
     return c, math.fsum(np.log(c))
 
 
-def _pivots(F) -> np.ndarray:
-    """Diagonal ``L_jj`` of a successful factor (permuted order), without copying ``L``.
-
-    Read in place from CHOLMOD's supernodal values where the factor layer offers that;
-    otherwise from the CSC copy of ``L`` (a simplicial factor, or another layout).
-    """
-    sym = F.symbolic
-    view = None
-    if supernodal_view_cached is not None:
-        try:
-            view = supernodal_view_cached(F.chol, F.pattern.n, sym)
-        except (AttributeError, TypeError):  # pragma: no cover - another factor layout
-            view = None
-    if view is None:
-        L = F.L()
-        return L.data[L.indptr[:-1]]  # rows sorted: the diagonal leads each column
-    plan, x = view
-    cached = getattr(sym, "diag_x", None)  # kept by the factorisation for this plan
-    pos = cached[1] if cached is not None and cached[0] is plan else None
-    if pos is None:
-        pos = supernodal_diagonal_positions(plan)
-    return x[pos]
-
-
 def _exact_smooth(pattern, a0, a1, c, alpha, derivative):
     """``(f - sum log c, f')`` at alpha; NaN when Q(alpha) is not positive definite."""
     F = CACHE.factor(pattern, a0 + alpha * a1)
     if not F.ok:
         return float("nan"), float("nan")
-    diag = _pivots(F)
-    g = math.fsum(np.log(diag * diag / c[F.symbolic.perm]))
+    g = math.fsum(np.log(F.pivots() / c[F.symbolic.perm]))
     dg = float("nan")
     if derivative:
         S = F.selected_inverse()
