@@ -3,23 +3,35 @@ r"""Triangular meshes for SPDE fields: construction from point locations and the
 :func:`mesh_from_points` builds a refined Delaunay triangulation covering the locations:
 
 1. nodes at the (de-duplicated, ``cutoff``) locations and along the boundary of the
-   *inner domain* (the convex hull of the locations, or a given polygon), spaced
-   ``max_edge[0]``;
-2. an equilateral (hexagonal) fill of the inner domain at spacing ``max_edge[0]`` and of
-   an *outer extension* of width ``extension`` at spacing ``max_edge[1]``, whose outer
-   boundary (the convex hull of the inner domain grown by a disc) is slightly bulged so
-   that no three boundary nodes are collinear (Qhull would otherwise drop them);
+   *inner domain* :math:`P` (the convex hull of the locations, or a given polygon),
+   spaced ``max_edge[0]``; a location within ``cutoff`` of the boundary becomes a
+   boundary node;
+2. an equilateral (hexagonal) lattice of :math:`P` at spacing :math:`h_0 =`
+   ``max_edge[0]``, and of the *outer extension* (points within ``extension`` of
+   :math:`P`) at spacings graded with the distance :math:`d` to :math:`P`, target
+   :math:`h(d) = \min(h_1, h_0 + g d)` (:math:`h_1 =` ``max_edge[1]``, :math:`g =`
+   ``grade``); the outer boundary (the convex hull of :math:`P` grown by a 16-gon of
+   radius ``extension``) is split at spacing :math:`h_1`;
 3. the Delaunay triangulation of all nodes (``scipy.spatial.Delaunay``, Qhull), then
    Delaunay refinement in the manner of Chew and Ruppert: the circumcentres of
-   triangles with an angle below ``min_angle`` or an edge longer than the local
-   ``max_edge`` are inserted, a batch per round, until none is left or ``max_rounds``.
+   triangles with an angle below ``min_angle`` or an edge longer than :math:`h`
+   (:math:`h_0` for a triangle with a vertex inside :math:`P`, else :math:`h(d)` at its
+   centroid) are inserted, a batch per round, until none is left or ``max_rounds``.
    A circumcentre is at distance :math:`R` from every node (the circumcircle of a
-   Delaunay triangle is empty), so insertions never create short edges.
+   Delaunay triangle is empty), so insertions never create short edges.  A circumcentre
+   in the diametral circle of a boundary segment (of :math:`P` or of the outer boundary)
+   or outside the outer boundary splits that segment at its midpoint instead, so the
+   boundary segments stay edges of the mesh: the mesh follows :math:`P` exactly.
+   Insertions update the triangulation locally (:mod:`pymc_sparse.spde.refine`), so a
+   round costs little more than its insertions: :math:`10^5` nodes take seconds.
+4. For a non-convex :math:`P`, triangles whose centroid is farther than ``extension``
+   from :math:`P` are dropped (the outer boundary follows the pockets of :math:`P`, as a
+   staircase of mesh edges).
 
 The outer extension pushes the SPDE's boundary effect (its Neumann condition inflates
 the variance within about one range of the boundary) away from the data: make it at least
-one practical range wide.  A boundary polygon only sets where the fine spacing applies;
-its segments are not constrained edges (no barrier models).
+one practical range wide.  The boundary of :math:`P` is a mesh line, not a barrier: the
+field is continuous across it (no barrier models).
 
 No maintained, permissively licensed Python library does this: Shewchuk's *Triangle*
 (wrapped by ``triangle`` and ``meshpy``) is free for non-commercial use only and Gmsh is
@@ -43,11 +55,23 @@ References
 
 from __future__ import annotations
 
-import math
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.spatial import ConvexHull, Delaunay, cKDTree
+from scipy.spatial import ConvexHull, cKDTree
+
+from pymc_sparse.spde.refine import (
+    LocalDelaunay,
+    hex_fill,
+    inside_polygon,
+    project_to_polygon,
+    refine,
+    resample,
+    signed_areas,
+    thin,
+    triangle_angles,
+)
 
 __all__ = ["TriangleMesh", "mesh_from_points"]
 
@@ -59,13 +83,6 @@ def _as_points(x, name: str) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` contains NaN or infinite coordinates.")
     return x
-
-
-def _signed_areas(nodes: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    a, b, c = nodes[tri[:, 0]], nodes[tri[:, 1]], nodes[tri[:, 2]]
-    return 0.5 * (
-        (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-    )
 
 
 class TriangleMesh:
@@ -98,7 +115,7 @@ class TriangleMesh:
         tri = tri.astype(np.int64)
         if tri.size and (tri.min() < 0 or tri.max() >= nodes.shape[0]):
             raise ValueError("`triangles` refers to nodes outside 0..n-1.")
-        area = _signed_areas(nodes, tri)
+        area = signed_areas(nodes, tri)
         scale = max(float(np.ptp(nodes, axis=0).max()), 1e-300)
         if np.any(np.abs(area) <= 1e-14 * scale**2):
             k = int(np.flatnonzero(np.abs(area) <= 1e-14 * scale**2)[0])
@@ -141,7 +158,7 @@ class TriangleMesh:
 
     def angles(self) -> np.ndarray:
         """Interior angles in degrees, ``(t, 3)`` (the angle at each vertex)."""
-        return _angles(self.nodes, self.triangles)
+        return triangle_angles(self.nodes, self.triangles)
 
     # -- projector --------------------------------------------------------------------
     def barycentric(self, locations, *, outside: str = "raise"):
@@ -209,107 +226,6 @@ class TriangleMesh:
         return A
 
 
-def _angles(nodes, tri):
-    p = nodes[tri]
-    out = np.empty(tri.shape)
-    for i in range(3):
-        u = p[:, (i + 1) % 3] - p[:, i]
-        v = p[:, (i + 2) % 3] - p[:, i]
-        cosang = np.sum(u * v, 1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1))
-        out[:, i] = np.degrees(np.arccos(np.clip(cosang, -1, 1)))
-    return out
-
-
-# -- polygon helpers ---------------------------------------------------------------------
-def _inside(x, poly):
-    """Even-odd rule: whether each point of ``x`` lies inside the closed polygon."""
-    inside = np.zeros(x.shape[0], bool)
-    px, py = poly[:, 0], poly[:, 1]
-    qx, qy = np.roll(px, -1), np.roll(py, -1)
-    for ax, ay, bx, by in zip(px, py, qx, qy):
-        cross = (ay > x[:, 1]) != (by > x[:, 1])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            xint = ax + (x[:, 1] - ay) * (bx - ax) / (by - ay)
-        inside ^= cross & (x[:, 0] < xint)
-    return inside
-
-
-def _distance_to_boundary(x, poly):
-    """Distance from each point to the polygon's boundary (segments), chunked."""
-    a = poly
-    b = np.roll(poly, -1, axis=0)
-    ab = b - a
-    L2 = np.maximum(np.sum(ab * ab, 1), 1e-300)
-    out = np.empty(x.shape[0])
-    step = max(1, 4_000_000 // max(1, a.shape[0]))
-    for s in range(0, x.shape[0], step):
-        d = x[s : s + step, None, :] - a[None]
-        t = np.clip(np.sum(d * ab[None], 2) / L2, 0.0, 1.0)
-        r = d - t[..., None] * ab[None]
-        out[s : s + step] = np.sqrt(np.min(np.sum(r * r, 2), axis=1))
-    return out
-
-
-def _resample(poly, h, bulge=0.0):
-    """Points along the closed polygon at spacing <= h (vertices kept).
-
-    ``bulge`` > 0 pushes the points of each edge outward (counter-clockwise polygon) on a
-    parabola of height ``bulge * length``, so that the polygon becomes strictly convex.
-    """
-    out = []
-    b = np.roll(poly, -1, axis=0)
-    for p, q in zip(poly, b):
-        d = q - p
-        L = float(np.hypot(*d))
-        k = max(1, math.ceil(L / h))
-        t = np.arange(k) / k
-        pts = p + t[:, None] * d
-        if bulge:
-            normal = np.array([d[1], -d[0]]) / max(L, 1e-300)  # outward for CCW
-            pts = pts + (bulge * L * 4 * t * (1 - t))[:, None] * normal
-        out.append(pts)
-    return np.concatenate(out)
-
-
-def _hex_fill(lo, hi, h):
-    """Equilateral lattice of spacing ``h`` covering the box ``[lo, hi]``."""
-    dy = h * math.sqrt(3) / 2
-    ny = math.ceil((hi[1] - lo[1]) / dy) + 1
-    nx = math.ceil((hi[0] - lo[0]) / h) + 2
-    j, i = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-    x = lo[0] + h * (i + 0.5 * (j % 2)) - h / 2
-    y = lo[1] + dy * j
-    return np.column_stack([x.ravel(), y.ravel()])
-
-
-def _thin(points, cutoff):
-    """Greedy de-duplication: drop points closer than ``cutoff`` to an earlier kept one."""
-    if cutoff <= 0 or points.shape[0] < 2:
-        return points
-    tree = cKDTree(points)
-    pairs = tree.query_pairs(cutoff, output_type="ndarray")
-    if not pairs.size:
-        return points
-    nbrs = sp.coo_matrix(
-        (np.ones(pairs.shape[0]), (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2
-    ).tocsr()
-    keep = np.ones(len(points), bool)
-    for i in range(len(points)):  # pairs are (i < j): a kept i removes its later neighbours
-        if keep[i]:
-            keep[nbrs.indices[nbrs.indptr[i] : nbrs.indptr[i + 1]]] = False
-    return points[keep]
-
-
-def _circumcentres(p, t):
-    a, b, c = p[t[:, 0]], p[t[:, 1]], p[t[:, 2]]
-    ba, ca = b - a, c - a
-    d = 2 * (ba[:, 0] * ca[:, 1] - ba[:, 1] * ca[:, 0])
-    nb, nc = np.sum(ba * ba, 1), np.sum(ca * ca, 1)
-    ux = (ca[:, 1] * nb - ba[:, 1] * nc) / d
-    uy = (ba[:, 0] * nc - ca[:, 0] * nb) / d
-    return a + np.column_stack([ux, uy]), np.hypot(ux, uy)
-
-
 def _pair(v, name):
     if np.ndim(v) == 0:
         return float(v), float(v)
@@ -317,6 +233,90 @@ def _pair(v, name):
     if len(v) != 2:
         raise ValueError(f"`{name}` must be a number or a pair (inner, outer), got {v!r}.")
     return v
+
+
+def _inner_polygon(loc, boundary):
+    """The inner domain, counter-clockwise: ``boundary`` or the convex hull of ``loc``."""
+    if boundary is None:
+        return loc[ConvexHull(loc).vertices]
+    inner = _as_points(boundary, "boundary")
+    if inner.shape[0] > 3 and np.allclose(inner[0], inner[-1]):
+        inner = inner[:-1]
+    if inner.shape[0] < 3:
+        raise ValueError("`boundary` needs at least 3 vertices.")
+    fan = np.array([[0, i, i + 1] for i in range(1, len(inner) - 1)])
+    if signed_areas(inner, fan).sum() < 0:
+        inner = inner[::-1]
+    if not np.all(inside_polygon(loc, inner) | (project_to_polygon(loc, inner)[0] < 1e-12)):
+        raise ValueError("Some locations lie outside `boundary`; enlarge the polygon.")
+    return inner
+
+
+def _corner_angles(poly):
+    """Interior angle (degrees) at each vertex of a counter-clockwise polygon."""
+    u = np.roll(poly, 1, axis=0) - poly
+    v = np.roll(poly, -1, axis=0) - poly
+    a = np.degrees(np.arctan2(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0], np.sum(u * v, 1)))
+    return np.mod(-a, 360.0)
+
+
+def _boundary_chain(inner, nodes, h, cutoff, sharp_below):
+    """Nodes along the inner boundary at spacing <= ``h``, through locations within ``cutoff``.
+
+    Returns the chain (in order), which of ``nodes`` it took over, and the sharp-corner flags.
+    """
+    pts, par = resample(inner, h)
+    corner = np.isclose(par, np.round(par))
+    angle = _corner_angles(inner)
+    sharp = corner & (
+        np.minimum(angle, 360 - angle)[np.round(par).astype(int) % len(inner)] < sharp_below
+    )
+    dist, edge, t = project_to_polygon(nodes, inner)
+    on = dist < cutoff
+    if on.any():
+        drop = cKDTree(nodes[on]).query(pts)[0] < cutoff
+        pts = np.concatenate([pts[~drop], nodes[on]])
+        par = np.concatenate([par[~drop], edge[on] + t[on]])
+        sharp = np.concatenate([sharp[~drop], np.zeros(int(on.sum()), bool)])
+        order = np.argsort(par, kind="stable")
+        pts, sharp = pts[order], sharp[order]
+    return pts, on, sharp
+
+
+def _graded_fill(inner, dist, h_in, h_out, grade, ext, avoid):
+    """Hexagonal lattices: spacing ``h_in`` inside, growing with the distance ``d`` outside.
+
+    Outside the inner domain the target spacing is ``min(h_out, h_in + grade * d)``; it is
+    met by lattices at spacings ``h_in * 1.5**k`` (and ``h_out``), each kept in the band of
+    ``d`` where it applies, shrunk by 0.45 of its spacing on both sides.
+    """
+    spacings = [h_in]
+    while spacings[-1] * 1.5 < h_out:
+        spacings.append(spacings[-1] * 1.5)
+    if h_out > h_in:
+        spacings.append(h_out)
+    d_max = 0.98 * ext  # the outer polygon contains {d <= ext cos(pi / 16)}
+    out = []
+    lo, hi = inner.min(0), inner.max(0)
+    for k, s in enumerate(spacings):
+        d_lo = 0.0 if k == 0 else (s - h_in) / grade
+        d_hi = (spacings[k + 1] - h_in) / grade if k + 1 < len(spacings) else np.inf
+        d_hi = min(d_hi, d_max - 0.6 * s)
+        if k and d_lo + 0.45 * s > d_hi - 0.45 * s:
+            continue
+        grow = min(d_hi, d_max)
+        lat = hex_fill(lo - grow, hi + grow, s)
+        d = dist(lat)
+        ins = inside_polygon(lat, inner)
+        margin = 0.5 * s if k == 0 else 0.45 * s
+        sel = ~ins & (d >= d_lo + margin) & (d <= d_hi - 0.45 * s)
+        if k == 0:
+            sel |= ins & (d > 0.5 * h_in)
+        lat = lat[sel]
+        if k == 0 and lat.size and avoid.size:
+            lat = lat[cKDTree(avoid).query(lat)[0] > 0.5 * h_in]
+        out.append(lat)
+    return np.concatenate(out)
 
 
 def mesh_from_points(
@@ -327,7 +327,8 @@ def mesh_from_points(
     extension=None,
     min_angle: float = 25.0,
     cutoff=None,
-    max_rounds: int = 60,
+    grade: float = 0.4,
+    max_rounds: int = 100,
 ) -> TriangleMesh:
     r"""Refined triangulation covering ``locations``, with an outer extension.
 
@@ -337,8 +338,11 @@ def mesh_from_points(
         Point locations (observation sites); a node is placed at each (after merging
         locations closer than ``cutoff``).
     boundary : array_like, shape (k, 2), optional
-        Polygon of the study region (any orientation, not closed explicitly).  Default:
-        the convex hull of ``locations``.  The mesh is fine inside it.
+        Polygon of the study region (any orientation, not closed explicitly, simple).
+        Default: the convex hull of ``locations``.  Its edges are edges of the mesh
+        (split into pieces of at most ``max_edge[0]``; a location within ``cutoff`` of
+        the boundary becomes a boundary node); the mesh is fine inside it, and the outer
+        extension is the set of points within ``extension`` of it.
     max_edge : float or (float, float), optional
         Largest edge length inside the region and in the outer extension.  Default:
         the region's bounding-box diagonal / 25 inside, three times that outside.  A
@@ -348,10 +352,14 @@ def mesh_from_points(
         it at least the largest practical range you expect: the SPDE's Neumann boundary
         inflates the variance within about one range of the mesh boundary.
     min_angle : float
-        Target smallest angle in degrees (at most 30; the refinement stops after
-        ``max_rounds`` rounds regardless, see ``mesh.angles()``).
+        Smallest angle in degrees (at most 33).  Guaranteed unless the refinement hits
+        ``max_rounds`` (a warning says so) and except at corners of ``boundary`` sharper
+        than ``2 * min_angle``.
     cutoff : float, optional
         Locations closer than this share one node; default ``max_edge[0] / 5``.
+    grade : float
+        Outside the region the largest edge grows as ``max_edge[0] + grade * d`` with
+        the distance ``d`` to the region, up to ``max_edge[1]``.
     max_rounds : int
         Cap on the refinement rounds.
 
@@ -365,7 +373,7 @@ def mesh_from_points(
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> mesh = mesh_from_points(rng.uniform(size=(50, 2)), max_edge=(0.1, 0.3))
-    >>> bool(mesh.angles().min() > 20)
+    >>> bool(mesh.angles().min() > 25)
     True
     """
     loc = _as_points(locations, "locations")
@@ -373,22 +381,9 @@ def mesh_from_points(
         raise ValueError("Give at least 3 locations, or a `boundary` polygon.")
     if not 0 < min_angle <= 33:
         raise ValueError(f"`min_angle` must be in (0, 33] degrees, got {min_angle}.")
-    if boundary is None:
-        hull = ConvexHull(loc)
-        inner = loc[hull.vertices]  # counter-clockwise
-    else:
-        inner = _as_points(boundary, "boundary")
-        if inner.shape[0] < 3:
-            raise ValueError("`boundary` needs at least 3 vertices.")
-        if np.allclose(inner[0], inner[-1]):
-            inner = inner[:-1]
-        if (
-            _signed_areas(inner, np.array([[0, i, i + 1] for i in range(1, len(inner) - 1)])).sum()
-            < 0
-        ):
-            inner = inner[::-1]
-        if not np.all(_inside(loc, inner) | (_distance_to_boundary(loc, inner) < 1e-12)):
-            raise ValueError("Some locations lie outside `boundary`; enlarge the polygon.")
+    if not grade > 0:
+        raise ValueError(f"`grade` must be positive, got {grade}.")
+    inner = _inner_polygon(loc, boundary)
     diam = float(np.hypot(*np.ptp(inner, axis=0)))  # the bounding box diagonal: a scale only
     if max_edge is None:
         max_edge = (diam / 25, 3 * diam / 25)
@@ -399,88 +394,67 @@ def mesh_from_points(
     if ext <= 0:
         raise ValueError(f"`extension` must be positive, got {extension!r}.")
     cutoff = h_in / 5 if cutoff is None else float(cutoff)
+    convex = bool(np.all(_corner_angles(inner) <= 180 + 1e-9))
 
-    # Outer boundary: the hull of the region grown by a disc of radius `ext`, its edges
-    # split to at most h_out (straight pieces; conformity is kept by segment splitting).
+    # Nodes: the locations, the inner boundary chain, graded lattices, the outer chain.
+    data = loc[thin(loc, cutoff)]
+    chain, on, sharp_in = _boundary_chain(inner, data, h_in, cutoff, 2 * min_angle)
+    data = data[~on]
+    tree = cKDTree(resample(inner, h_in / 4)[0])  # distance to the region, to h_in / 8
+
+    def dist(x):
+        return tree.query(x)[0]
+
+    fill = _graded_fill(inner, dist, h_in, h_out, grade, ext, np.concatenate([data, chain]))
     ang = np.linspace(0, 2 * np.pi, 17)[:-1]
     grown = (inner[:, None, :] + ext * np.stack([np.cos(ang), np.sin(ang)], 1)[None]).reshape(-1, 2)
-    outer = _thin(grown[ConvexHull(grown).vertices], 0.5 * h_out)
-    seg_a = _resample(outer, h_out)
-    fixed = _thin(np.concatenate([loc, _resample(inner, h_in)]), cutoff)
-    fine = _hex_fill(inner.min(0), inner.max(0), h_in)
-    fine = fine[_inside(fine, inner) & (_distance_to_boundary(fine, inner) > 0.5 * h_in)]
-    coarse = _hex_fill(outer.min(0), outer.max(0), h_out)
-    coarse = coarse[
-        _inside(coarse, outer)
-        & ~_inside(coarse, inner)
-        & (_distance_to_boundary(coarse, inner) > 0.7 * h_out)
-        & (_distance_to_boundary(coarse, outer) > 0.6 * h_out)
-    ]
-    if fine.size:
-        fine = fine[cKDTree(fixed).query(fine)[0] > 0.5 * h_in]
-    interior = np.concatenate([fixed, fine, coarse])
-    is_in = _inside(interior, inner) | (_distance_to_boundary(interior, inner) < 0.5 * h_in)
-    # Far points keep the outer boundary off Qhull's convex hull (collinear hull points
-    # would be dropped); triangles outside the outer polygon are removed at the end.
+    outer = grown[ConvexHull(grown).vertices]
+    outer = outer[thin(outer, 0.5 * h_out)]
+    ring = resample(outer, h_out)[0]
+    # Far corners keep the outer boundary off Qhull's convex hull (collinear hull points
+    # would be dropped); their triangles are not part of the mesh.
     lo, hi = outer.min(0), outer.max(0)
     pad = 2.0 * (hi - lo).max()
-    far = np.array(
-        [
-            [lo[0] - pad, lo[1] - pad],
-            [hi[0] + pad, lo[1] - pad],
-            [hi[0] + pad, hi[1] + pad],
-            [lo[0] - pad, hi[1] + pad],
-        ]
+    far = np.array([[lo[0] - pad, lo[1] - pad], [hi[0] + pad, lo[1] - pad],
+                    [hi[0] + pad, hi[1] + pad], [lo[0] - pad, hi[1] + pad]])  # fmt: skip
+    pts = np.concatenate([far, ring, chain, data, fill])
+    n_ring, n_chain = ring.shape[0], chain.shape[0]
+    zone = np.full(pts.shape[0], 2, np.int8)
+    zone[4 + n_ring : 4 + n_ring + n_chain] = 1
+    zone[4 + n_ring + n_chain :] = np.where(
+        inside_polygon(pts[4 + n_ring + n_chain :], inner), 0, 2
     )
-    rounds = 0
-    while True:
-        seg_b = np.roll(seg_a, -1, axis=0)
-        pts = np.concatenate([far, seg_a, interior])
-        dt = Delaunay(pts)
-        t = dt.simplices
-        t = t[_inside(pts[t].mean(1), seg_a)]
-        if rounds == max_rounds:
-            break
-        rounds += 1
-        ang_t = _angles(pts, t)
-        e = np.linalg.norm(pts[t[:, [1, 2, 0]]] - pts[t], axis=2).max(1)
-        node_in = np.concatenate([np.zeros(4 + seg_a.shape[0], bool), is_in])
-        h_t = np.where(node_in[t].any(1), h_in, h_out)
-        bad = (ang_t.min(1) < min_angle) | (e > 1.01 * h_t)
-        if not bad.any():
-            break
-        cc, R = _circumcentres(pts, t[bad])
-        order = np.argsort(-R)
-        cc, R = cc[order], R[order]
-        # Ruppert: a circumcentre inside the diametral circle of a boundary segment (or
-        # outside the domain) splits that segment at its midpoint instead.
-        mid, half = 0.5 * (seg_a + seg_b), 0.5 * np.linalg.norm(seg_b - seg_a, axis=1)
-        dist, j = cKDTree(mid).query(cc, k=min(4, mid.shape[0]))
-        enc = dist < half[j]
-        split = np.unique(j[enc])
-        inside = _inside(cc, seg_a)
-        out_seg = j[~inside, 0]
-        split = np.unique(np.concatenate([split, out_seg]))
-        ok = inside & ~enc.any(1)
-        cc, R = cc[ok], R[ok]
-        keep = np.ones(cc.shape[0], bool)
-        if cc.shape[0] > 1:
-            # No insertion within half the circumradius of a larger one (sorted by R): one
-            # vectorised pass; triangles left bad are treated in the next round.
-            pairs = cKDTree(cc).query_pairs(0.5 * float(R.max()), output_type="ndarray")
-            if pairs.size:
-                i, k = pairs.min(1), pairs.max(1)
-                close = np.linalg.norm(cc[i] - cc[k], axis=1) < 0.5 * R[i]
-                keep[k[close]] = False
-        cc = cc[keep]
-        if split.size:
-            new = np.insert(seg_a, split + 1, mid[split], axis=0)
-            seg_a = new
-        interior = np.concatenate([interior, cc])
-        is_in = np.concatenate([is_in, _inside(cc, inner)])
-        if not cc.size and not split.size:
-            break
-    used = np.zeros(pts.shape[0], bool)
-    used[t.ravel()] = True
+    sharp = np.zeros(pts.shape[0], bool)
+    sharp[4 + n_ring : 4 + n_ring + n_chain] = sharp_in
+
+    def closed(start, k):
+        i = np.arange(start, start + k)
+        return np.column_stack([i, np.roll(i, -1)])
+
+    seg = np.concatenate([closed(4, n_ring), closed(4 + n_ring, n_chain)])
+    seg_outer = np.arange(seg.shape[0]) < n_ring
+
+    d_cap = max(ext, (h_out - h_in) / grade) + h_out  # beyond it only "far" matters
+
+    def sizing(centroids, inside):
+        d = np.zeros(inside.shape)
+        d[~inside] = tree.query(centroids[~inside], distance_upper_bound=d_cap)[0]
+        h = np.where(inside, h_in, np.minimum(h_out, h_in + grade * d))
+        return h, (inside | (d <= ext)) if not convex else np.ones(d.shape, bool)
+
+    dt = LocalDelaunay(pts, cell=h_out)
+    tri, _, nbad, _ = refine(
+        dt, zone=zone, sharp=sharp, seg=seg, seg_outer=seg_outer, outer=outer,
+        sizing=sizing, inside_inner=lambda x: inside_polygon(x, inner), nfar=4,
+        min_angle=min_angle, max_rounds=max_rounds,
+    )  # fmt: skip
+    if nbad:
+        warnings.warn(
+            f"mesh_from_points: {nbad} triangle(s) still too large or below min_angle="
+            f"{min_angle} after max_rounds={max_rounds}; raise max_rounds or lower min_angle.",
+            stacklevel=2,
+        )
+    used = np.zeros(dt.pts.shape[0], bool)
+    used[tri.ravel()] = True
     remap = np.cumsum(used) - 1
-    return TriangleMesh(pts[used], remap[t], inner=inner)
+    return TriangleMesh(dt.pts[used], remap[tri], inner=inner)
