@@ -71,8 +71,10 @@ from pymc_sparse.ops.quadform import SparseMatVec, SparsePairProduct, SparseQuad
 from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
+from pymc_sparse.ops.zerosum import ComponentZeroSum
 
 __all__ = [
+    "jax_funcify_ComponentZeroSum",
     "jax_funcify_SparseLogDet",
     "jax_funcify_SparseMatVec",
     "jax_funcify_SparsePairProduct",
@@ -430,3 +432,53 @@ def jax_funcify_SparsePairProduct(op, node=None, **kwargs):
         return _edge_pair_product(rows, cols, _f64(u), _f64(v))
 
     return sparse_pair_product
+
+
+# ------------------------------------------------------------- per-component zero-sum map
+def _zero_sum_function(kind: str, n: int, free, comp, pivots, sizes):
+    r"""JAX function of one value vector for a :class:`~pymc_sparse.ops.zerosum.ComponentZeroSum`.
+
+    The same arithmetic as the Op's C kernel, as gathers and one segment sum of length
+    :math:`k` (the layout is constant); JAX differentiates it (it is linear).
+    """
+    free, comp, pivots = (np.asarray(a, dtype=np.int64) for a in (free, comp, pivots))
+    sizes = np.asarray(sizes, dtype=np.float64)
+    kp = pivots.size
+    proper = np.flatnonzero(comp >= 0)
+    cp = comp[proper]
+    r, m = np.sqrt(sizes), sizes
+
+    def sums(a):  # component sums of the proper free values
+        return jnp.zeros(kp, dtype=_F64).at[cp].add(a[proper])
+
+    def spread(base, per_comp):
+        return base.at[proper].add(per_comp[cp])
+
+    def zero_sum(v):
+        v = _f64(v)
+        if kind == "backward":
+            t = sums(v)
+            x = jnp.zeros(n, dtype=_F64).at[free].set(spread(v, -(t / (r + m))))
+            return x.at[pivots].set(-t / r)
+        if kind == "backward_adjoint":
+            vf = v[free]
+            return spread(vf, -sums(vf) / (r + m) - v[pivots] / r)
+        if kind == "forward":
+            return spread(v[free], (-v[pivots] * r) / (r + m))
+        x = jnp.zeros(n, dtype=_F64).at[free].set(v)
+        return x.at[pivots].set(-(sums(v) / (r + m)) * r)
+
+    return zero_sum
+
+
+@jax_funcify.register(ComponentZeroSum)
+def jax_funcify_ComponentZeroSum(op, node=None, **kwargs):
+    """JAX implementation of :class:`~pymc_sparse.ops.zerosum.ComponentZeroSum`."""
+    n, free, comp, pivots, sizes = (np.asarray(i.data) for i in node.inputs[1:])
+    row = _zero_sum_function(op.kind, int(n), free, comp, pivots, sizes)
+    fn = row if node.inputs[0].type.ndim == 1 else jax.vmap(row)
+
+    def component_zero_sum(value, *layout):
+        return fn(value)
+
+    return component_zero_sum

@@ -40,8 +40,10 @@ from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
 from pymc_sparse.ops.table import OneParameterLogDet
+from pymc_sparse.ops.zerosum import ComponentZeroSum
 
 __all__ = [
+    "numba_funcify_ComponentZeroSum",
     "numba_funcify_OneParameterLogDet",
     "numba_funcify_SparseLogDet",
     "numba_funcify_SparseMatVec",
@@ -218,3 +220,147 @@ def numba_funcify_SparseQuadForm(op, node, **kwargs):
         return (x * y).sum(axis=0), y
 
     return quad_form_matrix
+
+
+# ------------------------------------------------------------- per-component zero-sum map
+@numba.njit(cache=False)
+def _zero_sum_sums(v, free, comp, gather, t):  # pragma: no cover - compiled
+    """Component sums of the free values (``v[j]``, or ``v[free[j]]`` if ``gather``).
+
+    Consecutive values of one component are summed in four registers (a sum through
+    ``t`` in memory waits on a store at every step, one register on the previous add):
+    the loop of the C kernel.
+    """
+    t[:] = 0.0
+    nf = free.shape[0]
+    cur = -1
+    a0 = a1 = a2 = a3 = 0.0
+    j = 0
+    while j < nf:
+        c = comp[j]
+        if c != cur:
+            if cur >= 0:
+                t[cur] += (a0 + a1) + (a2 + a3)
+            cur = c
+            a0 = a1 = a2 = a3 = 0.0
+        if j + 3 < nf and comp[j + 3] == c and comp[j + 1] == c and comp[j + 2] == c:
+            # four independent sums: the add latency, not a chain, bounds the loop
+            if gather:
+                a0 += v[free[j]]
+                a1 += v[free[j + 1]]
+                a2 += v[free[j + 2]]
+                a3 += v[free[j + 3]]
+            else:
+                a0 += v[j]
+                a1 += v[j + 1]
+                a2 += v[j + 2]
+                a3 += v[j + 3]
+            j += 4
+        else:
+            a0 += v[free[j]] if gather else v[j]
+            j += 1
+    if cur >= 0:
+        t[cur] += (a0 + a1) + (a2 + a3)
+
+
+@numba.njit(cache=False)
+def _zero_sum_backward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
+    if free.shape[0] + pivots.shape[0] < o.shape[0]:
+        o[:] = 0.0  # nodes fixed at 0
+    _zero_sum_sums(v, free, comp, False, t)
+    for c in range(pivots.shape[0]):
+        m = sizes[c]
+        r = np.sqrt(m)
+        o[pivots[c]] = -t[c] / r
+        t[c] = -(t[c] / (r + m))
+    for j in range(free.shape[0]):
+        c = comp[j]
+        o[free[j]] = v[j] + t[c] if c >= 0 else v[j]
+
+
+@numba.njit(cache=False)
+def _zero_sum_gather(v, o, free, comp, t):  # pragma: no cover - compiled
+    for j in range(free.shape[0]):
+        c = comp[j]
+        vj = v[free[j]]
+        o[j] = vj + t[c] if c >= 0 else vj
+
+
+@numba.njit(cache=False)
+def _zero_sum_backward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no cover
+    _zero_sum_sums(v, free, comp, True, t)
+    for c in range(pivots.shape[0]):
+        m = sizes[c]
+        r = np.sqrt(m)
+        t[c] = -t[c] / (r + m) - v[pivots[c]] / r
+    _zero_sum_gather(v, o, free, comp, t)
+
+
+@numba.njit(cache=False)
+def _zero_sum_forward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
+    for c in range(pivots.shape[0]):
+        m = sizes[c]
+        r = np.sqrt(m)
+        t[c] = (-v[pivots[c]] * r) / (r + m)
+    _zero_sum_gather(v, o, free, comp, t)
+
+
+@numba.njit(cache=False)
+def _zero_sum_forward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no cover
+    if free.shape[0] + pivots.shape[0] < o.shape[0]:
+        o[:] = 0.0
+    _zero_sum_sums(v, free, comp, False, t)
+    for j in range(free.shape[0]):
+        o[free[j]] = v[j]
+    for c in range(pivots.shape[0]):
+        m = sizes[c]
+        r = np.sqrt(m)
+        o[pivots[c]] = -(t[c] / (r + m)) * r
+
+
+# One row of each kind of ComponentZeroSum: the loops of its C kernel.
+_ZERO_SUM_ROWS = {
+    "backward": _zero_sum_backward,
+    "backward_adjoint": _zero_sum_backward_adjoint,
+    "forward": _zero_sum_forward,
+    "forward_adjoint": _zero_sum_forward_adjoint,
+}
+
+
+@numba_funcify.register(ComponentZeroSum)
+def numba_funcify_ComponentZeroSum(op, node, **kwargs):
+    """Numba implementation of :class:`~pymc_sparse.ops.zerosum.ComponentZeroSum`."""
+    row = _ZERO_SUM_ROWS[op.kind]
+    takes_free = op.kind in ("backward", "forward_adjoint")
+
+    @numba_njit
+    def lengths(value, n, free, comp, pivots, sizes):
+        nn = n.item()
+        nf, kp = free.shape[0], pivots.shape[0]
+        if comp.shape[0] != nf or sizes.shape[0] != kp or nf + kp > nn:
+            raise ValueError("zero-sum map: inconsistent layout arrays")
+        in_len, out_len = (nf, nn) if takes_free else (nn, nf)
+        if value.shape[-1] != in_len:
+            raise ValueError("zero-sum map: the value's length differs from the layout's")
+        return out_len, np.empty(max(kp, 1))
+
+    if node.inputs[0].type.ndim == 1:
+
+        @numba_njit
+        def zero_sum_vector(value, n, free, comp, pivots, sizes):
+            out_len, t = lengths(value, n, free, comp, pivots, sizes)
+            o = np.empty(out_len)
+            row(value, o, free, comp, pivots, sizes, t)
+            return o
+
+        return zero_sum_vector
+
+    @numba_njit
+    def zero_sum_matrix(value, n, free, comp, pivots, sizes):
+        out_len, t = lengths(value, n, free, comp, pivots, sizes)
+        o = np.empty((value.shape[0], out_len))
+        for b in range(value.shape[0]):
+            row(value[b], o[b], free, comp, pivots, sizes, t)
+        return o
+
+    return zero_sum_matrix

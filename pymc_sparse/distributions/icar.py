@@ -31,8 +31,8 @@ from pymc_sparse.distributions._utils import (
 )
 from pymc_sparse.linalg.lru import lru_function
 from pymc_sparse.linalg.pattern import SparsityPattern
-from pymc_sparse.ops._index import const_index
 from pymc_sparse.ops.matrix import SparseMatrix
+from pymc_sparse.ops.zerosum import zero_sum_backward, zero_sum_forward
 from pymc_sparse.precision.components import GraphComponents
 from pymc_sparse.precision.graph import guard_adjacency, read_adjacency, validate_adjacency
 
@@ -78,6 +78,8 @@ def _layout(pattern: SparsityPattern, singletons: str) -> dict:
         "sizes": comp.sizes[proper].astype(np.float64),
         "n_proper": int(proper.size),
         "n_singletons": int(comp.singleton.sum()),
+        # component of each free coordinate, -1 outside proper components (copied)
+        "comp": np.where(in_proper, comp_pos[comp.labels[free]], -1).astype(np.int64),
     }
 
 
@@ -111,62 +113,20 @@ class ComponentZeroSumTransform(Transform):
     def __hash__(self):
         return hash((type(self), self.pattern, self.singletons))
 
-    @staticmethod
-    def _batch(value, m):
-        value = pt.as_tensor_variable(value)
-        return value.reshape((-1, m)), value.shape[:-1]
+    def _layout_args(self):
+        lay = self.layout
+        return lay["n"], lay["free"], lay["comp"], lay["pivots"], lay["sizes"]
 
     def backward(self, value, *inputs):
         """Free coordinates ``(..., n - k)`` to the constrained vector ``(..., n)``."""
-        value = pt.as_tensor_variable(value)
-        if value.type.ndim == 1:
-            return self._backward_vector(value)
-        lay = self.layout
-        free, pos, comp = (const_index(lay[k]) for k in ("free", "proper_pos", "proper_comp"))
-        flat, batch = self._batch(value, lay["free"].size)
-        x = pt.zeros((flat.shape[0], lay["n"]), dtype="float64")
-        x = pt.set_subtensor(x[:, free], flat)
-        if lay["n_proper"]:
-            zp = flat[:, pos]
-            s = pt.zeros((lay["n_proper"], flat.shape[0]), dtype="float64")
-            s = pt.inc_subtensor(s[comp], zp.T).T  # (B, kp) component sums
-            m = pt.constant(lay["sizes"])
-            norm = s / (pt.sqrt(m) + m)
-            free_pos = const_index(lay["free"][lay["proper_pos"]])
-            x = pt.inc_subtensor(x[:, free_pos], -norm[:, comp])
-            x = pt.set_subtensor(x[:, const_index(lay["pivots"])], -s / pt.sqrt(m))
-        return x.reshape(pt.concatenate([batch, [lay["n"]]]), ndim=value.ndim)
-
-    def _backward_vector(self, value):
-        # The map for one vector (what NUTS evaluates) with 1-d gathers and scatters only:
-        # the batched form scatters along axis 1, which PyTensor's C backend runs in Python
-        # (np.add.at) -- 95% of an ICAR log-density + gradient at n = 1,921
-        # (benchmarks/small_n.py icar, docs/performance/small_n.md).
-        lay = self.layout
-        x = pt.zeros(lay["n"], dtype="float64")
-        x = pt.set_subtensor(x[const_index(lay["free"])], value)
-        if lay["n_proper"]:
-            m = pt.constant(lay["sizes"])
-            comp = const_index(lay["proper_comp"])
-            s = pt.zeros(lay["n_proper"], dtype="float64")
-            s = pt.inc_subtensor(s[comp], value[const_index(lay["proper_pos"])])
-            free_pos = const_index(lay["free"][lay["proper_pos"]])
-            x = pt.inc_subtensor(x[free_pos], -(s / (pt.sqrt(m) + m))[comp])
-            x = pt.set_subtensor(x[const_index(lay["pivots"])], -s / pt.sqrt(m))
-        return x
+        # One fused O(n) pass (pymc_sparse.ops.zerosum): gathers and scatters along the
+        # batch's second axis ran in Python under the C backend (np.add.at), 95% of an
+        # ICAR log-density + gradient at n = 1,921 (docs/performance/small_n.md).
+        return zero_sum_backward(value, *self._layout_args())
 
     def forward(self, value, *inputs):
         """Constrained vector ``(..., n)`` to free coordinates ``(..., n - k)``."""
-        lay = self.layout
-        flat, batch = self._batch(value, lay["n"])
-        z = flat[:, const_index(lay["free"])]
-        if lay["n_proper"]:
-            m = pt.constant(lay["sizes"])
-            s = -flat[:, const_index(lay["pivots"])] * pt.sqrt(m)
-            norm = s / (pt.sqrt(m) + m)
-            pos, comp = const_index(lay["proper_pos"]), const_index(lay["proper_comp"])
-            z = pt.inc_subtensor(z[:, pos], norm[:, comp])
-        return z.reshape(pt.concatenate([batch, [lay["free"].size]]), ndim=value.ndim)
+        return zero_sum_forward(value, *self._layout_args())
 
     def log_jac_det(self, value, *inputs):
         """0: the map is an isometry onto the constrained subspace."""
