@@ -221,8 +221,8 @@ def icar_rv_logp(op: ICARRV, values, rng, size, r_data, sigma, **kwargs):
 @_support_point.register(ICARRV)
 def icar_support_point(op, rv, rng, size, r_data, sigma):
     """Return zero, which satisfies every constraint."""
-    # Not zeros_like(rv): that references the draw (see car_support_point).
-    return pt.zeros(rv.shape, dtype="float64")
+    # Neither zeros_like(rv) nor rv.shape: both reference the draw (see car_support_point).
+    return pt.zeros(op._infer_shape(size, [r_data, sigma]), dtype="float64")
 
 
 @_default_transform.register(ICARRV)

@@ -186,7 +186,9 @@ def matern_spde_logp(op: MaternSPDERV, values, rng, size, mu, kappa, tau, **kwar
 @_support_point.register(MaternSPDERV)
 def matern_spde_support_point(op, rv, rng, size, mu, kappa, tau):
     """Return the mean, broadcast to the shape of the variable."""
-    return pt.full_like(rv, mu)
+    # Never `rv` or `rv.shape`: that makes the initial point draw the field (see car.py).
+    shape = op._infer_shape(size, [mu, kappa, tau])
+    return pt.alloc(pt.cast(mu, "float64"), *shape)
 
 
 class MaternSPDE(Continuous):

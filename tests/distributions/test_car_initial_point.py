@@ -90,3 +90,33 @@ def test_structure_matches_the_sparse_sum(rng):
     np.testing.assert_array_equal(pattern.indices, ref.indices)
     Q = pattern.to_scipy(d_data - w_data).toarray()
     np.testing.assert_allclose(Q, np.diag(d) - W.toarray())
+
+
+def test_icar_bym2_matern_initial_points_without_a_draw(monkeypatch):
+    """ICAR (and so BYM2) and MaternSPDE support points do not reference the draw either."""
+    from pymc_sparse.distributions.bym2 import BYM2
+    from pymc_sparse.distributions.icar import ICAR, ICARRV
+    from pymc_sparse.distributions.matern import MaternSPDE, MaternSPDERV
+    from pymc_sparse.spde.mesh import mesh_from_points
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the initial point drew from the field")
+
+    W = lattice_adjacency(3, 4)
+    mesh = mesh_from_points(
+        np.random.default_rng(5).uniform(size=(8, 2)), max_edge=(0.3, 0.6), extension=0.3
+    )
+    with pm.Model() as m:
+        s = pm.HalfNormal("s", 1.0)
+        ICAR("u", W=W, sigma=s)
+        ICAR("us", W=W, size=(2,))
+        BYM2("b", W=W, sigma=s, rho=0.5)
+        MaternSPDE("f", mesh=mesh, range=0.5, sigma=s, mu=0.25)
+    monkeypatch.setattr(ICARRV, "rng_fn", boom)
+    monkeypatch.setattr(MaternSPDERV, "rng_fn", boom)
+    monkeypatch.setattr(CACHE, "factor", boom)
+    ip = m.initial_point()
+    np.testing.assert_array_equal(ip["u_zerosum__"], np.zeros(11))  # 12 nodes, 1 component
+    np.testing.assert_array_equal(ip["us_zerosum__"], np.zeros((2, 11)))
+    np.testing.assert_array_equal(ip["b_u_zerosum__"], np.zeros(11))
+    np.testing.assert_array_equal(ip["f"], np.full(mesh.n, 0.25))
