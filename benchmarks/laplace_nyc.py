@@ -123,21 +123,40 @@ def _grid_and_imh(data, args) -> list:
         )
     )
     print(rows[-1])
+    for correction, label in ((None, "laplace_imh"), ("second_order", "laplace_imh_corrected")):
+        t0 = time.perf_counter()
+        imh = sample_imh(
+            draws=args.draws,
+            tune=args.tune,
+            chains=args.chains,
+            model=build_laplace(data),
+            random_seed=args.seed,
+            progressbar=False,
+            correction=correction,
+        )
+        rows.append(
+            _row(
+                imh,
+                time.perf_counter() - t0,
+                label,
+                acceptance_rate=float(imh.sample_stats.attrs["acceptance_rate"]),
+            )
+        )
+        print(rows[-1])
     t0 = time.perf_counter()
-    imh = sample_imh(
-        draws=args.draws,
-        tune=args.tune,
-        chains=args.chains,
-        model=build_laplace(data),
-        random_seed=args.seed,
-        progressbar=False,
+    grid = fit_laplace_grid(
+        build_laplace(data),
+        draws=args.draws * args.chains,
+        seed=args.seed,
+        correction="second_order",
     )
     rows.append(
         _row(
-            imh,
+            grid,
             time.perf_counter() - t0,
-            "laplace_imh",
-            acceptance_rate=float(imh.sample_stats.attrs["acceptance_rate"]),
+            "laplace_grid_corrected",
+            n_evaluations=int(grid.posterior.attrs["n_evaluations"]),
+            note="as laplace_grid, with the second-order correction",
         )
     )
     print(rows[-1])
