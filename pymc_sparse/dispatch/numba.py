@@ -34,6 +34,7 @@ from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import get_numba_type, numba_njit
 
 from pymc_sparse.linalg.host import host_logdet, host_selinv, host_selinv_vjp, host_solve
+from pymc_sparse.linalg.pattern import lower_matvec_into
 from pymc_sparse.ops.logdet import SparseLogDet
 from pymc_sparse.ops.quadform import SparseMatVec, SparsePairProduct, SparseQuadForm
 from pymc_sparse.ops.selinv import SparseSelectedInverse
@@ -132,32 +133,16 @@ def _check(indptr, indices, nnz_of, n_of):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=False)
-def _matvec_into(data, x, indptr, indices, y):  # pragma: no cover - compiled
-    """``y += Q x`` for vectors; the same loop as ``SparseMatVec.c_code``."""
-    n = indptr.shape[0] - 1
-    for j in range(n):
-        xj = x[j]
-        acc = 0.0
-        for k in range(indptr[j], indptr[j + 1]):
-            i = indices[k]
-            v = data[k]
-            y[i] += v * xj
-            if i != j:
-                acc += v * x[i]
-        y[j] += acc
-
-
-@numba.njit(cache=False)
 def _matvec(data, x, indptr, indices):  # pragma: no cover - compiled
     _check(indptr, indices, data.shape[0], x.shape[0])
     y = np.zeros_like(x)
     if x.ndim == 1:
-        _matvec_into(data, x, indptr, indices, y)
+        lower_matvec_into(data, x, indptr, indices, y)
     else:
         xt = np.ascontiguousarray(x.T)
         yt = np.zeros_like(xt)
         for c in range(xt.shape[0]):
-            _matvec_into(data, xt[c], indptr, indices, yt[c])
+            lower_matvec_into(data, xt[c], indptr, indices, yt[c])
         y[...] = yt.T
     return y
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -252,11 +253,37 @@ class SparsityPattern:
 def lower_matvec(indptr, indices, data, x) -> np.ndarray:
     r"""Return :math:`Q x` for :math:`Q` given by its lower triangle in CSC form.
 
-    :math:`Q x = L x + L^\top x - \operatorname{diag}(L)\, x`: two sparse products
-    with the stored triangle, so each off-diagonal value acts twice.  ``x`` is ``(n,)`` or
-    ``(n, k)``.  No checks: callers validate lengths (:meth:`SparsityPattern.matvec`,
-    the quadratic-form Ops).
+    :math:`(Qx)_i = \sum_{(i,j)} q_{ij} x_j + \sum_{(j,i),\, i \ne j} q_{ji} x_j`: each
+    stored off-diagonal value acts twice.  ``x`` is ``(n,)`` (one compiled pass,
+    :func:`lower_matvec_into`) or ``(n, k)`` (two sparse products with the stored
+    triangle).  No checks: callers validate lengths (:meth:`SparsityPattern.matvec`, the
+    quadratic-form Ops).
     """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        y = np.zeros(x.shape[0])
+        lower_matvec_into(np.asarray(data, np.float64), np.ascontiguousarray(x), indptr, indices, y)
+        return y
     n = indptr.size - 1
     L = sp.csc_matrix((data, indices, indptr), shape=(n, n))
     return L @ x + L.T @ x - (L.diagonal() * x.T).T
+
+
+@numba.njit(cache=True, nogil=True)
+def lower_matvec_into(data, x, indptr, indices, y):  # pragma: no cover - compiled
+    """``y += Q x`` for vectors, Q by its lower triangle in CSC (the loop of the C Op too).
+
+    Used by :func:`lower_matvec`, the Laplace solver and the Numba dispatch of
+    ``SparseMatVec``/``SparseQuadForm``: one pass over the stored values, no SciPy objects.
+    """
+    n = indptr.shape[0] - 1
+    for j in range(n):
+        xj = x[j]
+        acc = 0.0
+        for k in range(indptr[j], indptr[j + 1]):
+            i = indices[k]
+            v = data[k]
+            y[i] += v * xj
+            if i != j:
+                acc += v * x[i]
+        y[j] += acc

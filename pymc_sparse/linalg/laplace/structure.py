@@ -19,38 +19,19 @@ from __future__ import annotations
 
 import hashlib
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
 from pymc_sparse.linalg.graph import components
 from pymc_sparse.linalg.laplace.families import get_family
 from pymc_sparse.linalg.lru import LRUCache
-from pymc_sparse.linalg.pattern import SparsityPattern
+from pymc_sparse.linalg.pattern import SparsityPattern, lower_matvec
 from pymc_sparse.linalg.validate import design_csr
 
 __all__ = ["LaplaceStructure", "laplace_structure"]
 
 #: Pivot-reduced patterns of intrinsic components, per (structure, pivot set).
 _REDUCTIONS = LRUCache(16, "laplace_reductions")
-
-
-@numba.njit(cache=True, nogil=True)
-def _lower_sym_matvec(indptr, indices, data, x):  # pragma: no cover - compiled
-    # (Q x)_i from Q's lower triangle in CSC: each stored off-diagonal value acts twice.
-    n = indptr.size - 1
-    out = np.zeros(n)
-    for j in range(n):
-        xj = x[j]
-        acc = 0.0
-        for p in range(indptr[j], indptr[j + 1]):
-            i = indices[p]
-            v = data[p]
-            out[i] += v * xj
-            if i != j:
-                acc += v * x[i]
-        out[j] += acc
-    return out
 
 
 def _as_csr(A, n: int) -> sp.csr_matrix:
@@ -183,11 +164,10 @@ class LaplaceStructure:
     def q_matvec(self, q, x) -> np.ndarray:
         r"""Return :math:`Q x` from the stored values (one compiled pass, no SciPy objects).
 
-        :meth:`SparsityPattern.matvec` builds two SciPy matrices per call, about 0.3 ms
-        at n = 4,000; the Newton solver calls this several times per evaluation.
+        The Newton solver calls this several times per evaluation; no length checks.
         """
         p = self.q_pattern
-        return _lower_sym_matvec(p.indptr, p.indices, q, np.ascontiguousarray(x, np.float64))
+        return lower_matvec(p.indptr, p.indices, q, x)
 
     def h_values(self, q, a, W) -> np.ndarray:
         r"""Return the stored values of :math:`H = Q + A^\top \operatorname{diag}(W) A`."""
