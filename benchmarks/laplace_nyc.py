@@ -107,65 +107,28 @@ def side(args):
     print(f"saved {path}")
 
 
-def _grid_and_imh(data, args) -> list:
-    """The INLA-style grid and the independence sampler on the Laplace marginal."""
-    rows = []
-    t0 = time.perf_counter()
-    grid = fit_laplace_grid(build_laplace(data), draws=args.draws * args.chains, seed=args.seed)
-    rows.append(
-        _row(
-            grid,
-            time.perf_counter() - t0,
-            "laplace_grid",
-            n_evaluations=int(grid.posterior.attrs["n_evaluations"]),
-            note="ESS of a weighted resample of grid points (iid draws of a discrete "
-            "approximation); compare its means, not its ESS, with NUTS",
-        )
-    )
-    print(rows[-1])
-    for correction, label in ((None, "laplace_imh"), ("second_order", "laplace_imh_corrected")):
-        t0 = time.perf_counter()
-        imh = sample_imh(
-            draws=args.draws,
-            tune=args.tune,
-            chains=args.chains,
-            model=build_laplace(data),
-            random_seed=args.seed,
-            progressbar=False,
-            correction=correction,
-        )
-        rows.append(
-            _row(
-                imh,
-                time.perf_counter() - t0,
-                label,
-                acceptance_rate=float(imh.sample_stats.attrs["acceptance_rate"]),
-            )
-        )
-        print(rows[-1])
+def _grid_row(data, args, label, correction=None, note="") -> dict:
+    """``fit_laplace_grid`` on the Laplace marginal, timed from the model build."""
     t0 = time.perf_counter()
     grid = fit_laplace_grid(
         build_laplace(data),
         draws=args.draws * args.chains,
         seed=args.seed,
-        correction="second_order",
+        correction=correction,
     )
-    rows.append(
-        _row(
-            grid,
-            time.perf_counter() - t0,
-            "laplace_grid_corrected",
-            n_evaluations=int(grid.posterior.attrs["n_evaluations"]),
-            note="as laplace_grid, with the second-order correction",
-        )
+    row = _row(
+        grid,
+        time.perf_counter() - t0,
+        label,
+        n_evaluations=int(grid.posterior.attrs["n_evaluations"]),
+        note=note,
     )
-    print(rows[-1])
-    return rows
+    print(row)
+    return row
 
 
-def imh_only(args):
-    """``sample_imh`` on the Laplace marginal alone, appended to the side-by-side results."""
-    data = load_data()
+def _imh_row(data, args, label, correction=None, **extra) -> dict:
+    """``sample_imh`` on the Laplace marginal, timed from the model build."""
     t0 = time.perf_counter()
     imh = sample_imh(
         draws=args.draws,
@@ -174,15 +137,46 @@ def imh_only(args):
         model=build_laplace(data),
         random_seed=args.seed,
         progressbar=False,
+        correction=correction,
     )
     row = _row(
         imh,
         time.perf_counter() - t0,
-        "laplace_imh",
+        label,
         acceptance_rate=float(imh.sample_stats.attrs["acceptance_rate"]),
-        note="run after the side-by-side run, not in it",
+        **extra,
     )
     print(row)
+    return row
+
+
+def _grid_and_imh(data, args) -> list:
+    """The INLA-style grid and the independence sampler, without and with the correction."""
+    return [
+        _grid_row(
+            data,
+            args,
+            "laplace_grid",
+            note="ESS of a weighted resample of grid points (iid draws of a discrete "
+            "approximation); compare its means, not its ESS, with NUTS",
+        ),
+        _imh_row(data, args, "laplace_imh"),
+        _imh_row(data, args, "laplace_imh_corrected", correction="second_order"),
+        _grid_row(
+            data,
+            args,
+            "laplace_grid_corrected",
+            correction="second_order",
+            note="as laplace_grid, with the second-order correction",
+        ),
+    ]
+
+
+def imh_only(args):
+    """``sample_imh`` on the Laplace marginal alone, appended to the side-by-side results."""
+    row = _imh_row(
+        load_data(), args, "laplace_imh", note="run after the side-by-side run, not in it"
+    )
     path = RESULTS / f"laplace_nyc_side_seed{args.seed}.json"
     out = json.loads(path.read_text())
     out["rows"] = [r for r in out["rows"] if r["label"] != "laplace_imh"] + [row]
