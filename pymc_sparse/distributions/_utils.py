@@ -109,3 +109,13 @@ def core_numeric(x, ndim: int) -> np.ndarray:
 def is_finite(x):
     """Symbolic ``isfinite`` (PyTensor has ``isnan`` and ``isinf`` only)."""
     return ~pt.isnan(x) & ~pt.isinf(x)
+
+
+def support_point_fill(op, size, params, fill):
+    """``fill`` broadcast to the variable's shape, computed from ``size`` and ``params`` only.
+
+    Never from ``rv`` or ``rv.shape``: any reference to the draw makes PyMC's compiled
+    initial point collect the RV's RNG update and sample the field (a full factorisation,
+    minutes at n = 1e6), even where the rewrites later replace ``rv.shape`` by a constant.
+    """
+    return pt.alloc(pt.cast(fill, "float64"), *op._infer_shape(size, params))

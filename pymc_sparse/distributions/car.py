@@ -35,6 +35,7 @@ from pymc_sparse.distributions._utils import (
     core_numeric,
     core_param,
     is_finite,
+    support_point_fill,
 )
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.sampling import sample_gmrf_numeric
@@ -266,11 +267,7 @@ def car_rv_logp(op: CARRV, values, rng, size, mu, d_data, w_data, alpha, tau, **
 @_support_point.register(CARRV)
 def car_support_point(op, rv, rng, size, mu, d_data, w_data, alpha, tau):
     """Return the mean, broadcast to the shape of the variable."""
-    # Never `rv` or `rv.shape`: any reference to the draw makes pymc's compiled initial point
-    # collect the RV's RNG update and sample the field (a full factorisation, minutes at
-    # n = 1e6), even where the rewrites later replace `rv.shape` by a constant.
-    shape = op._infer_shape(size, [mu, d_data, w_data, alpha, tau])
-    return pt.alloc(pt.cast(mu, "float64"), *shape)
+    return support_point_fill(op, size, [mu, d_data, w_data, alpha, tau], mu)
 
 
 class CAR(Continuous):

@@ -25,6 +25,7 @@ from pymc_sparse.distributions._utils import (
     core_numeric,
     core_param,
     is_finite,
+    support_point_fill,
 )
 from pymc_sparse.linalg.cholmod import CACHE
 from pymc_sparse.linalg.pattern import SparsityPattern
@@ -120,11 +121,7 @@ def sparse_gmrf_logp(op: SparseGMRFRV, values, rng, size, mu, data, **kwargs):
 @_support_point.register(SparseGMRFRV)
 def sparse_gmrf_support_point(op, rv, rng, size, mu, data):
     """Return the mean, broadcast to the shape of the variable."""
-    # Never `rv` or `rv.shape`: any reference to the draw makes pymc's compiled initial point
-    # collect the RV's RNG update and sample the field (a full factorisation, minutes at
-    # n = 1e6), even where the rewrites later replace `rv.shape` by a constant.
-    shape = op._infer_shape(size, [mu, data])
-    return pt.alloc(pt.cast(mu, "float64"), *shape)
+    return support_point_fill(op, size, [mu, data], mu)
 
 
 class SparseGMRF(Continuous):

@@ -28,6 +28,7 @@ from pymc_sparse.distributions._utils import (
     constant_value,
     core_numeric,
     core_param,
+    support_point_fill,
 )
 from pymc_sparse.linalg.lru import lru_function
 from pymc_sparse.linalg.pattern import SparsityPattern
@@ -221,8 +222,7 @@ def icar_rv_logp(op: ICARRV, values, rng, size, r_data, sigma, **kwargs):
 @_support_point.register(ICARRV)
 def icar_support_point(op, rv, rng, size, r_data, sigma):
     """Return zero, which satisfies every constraint."""
-    # Neither zeros_like(rv) nor rv.shape: both reference the draw (see car_support_point).
-    return pt.zeros(op._infer_shape(size, [r_data, sigma]), dtype="float64")
+    return support_point_fill(op, size, [r_data, sigma], 0.0)
 
 
 @_default_transform.register(ICARRV)

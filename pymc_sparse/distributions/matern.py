@@ -26,7 +26,13 @@ try:  # pytensor >= 2.30 moved the graph walkers
 except ImportError:  # pragma: no cover - older pytensor
     from pytensor.graph.basic import graph_inputs as _graph_inputs
 
-from pymc_sparse.distributions._utils import as_scalar_param, constant_value, core_param, is_finite
+from pymc_sparse.distributions._utils import (
+    as_scalar_param,
+    constant_value,
+    core_param,
+    is_finite,
+    support_point_fill,
+)
 from pymc_sparse.linalg.sampling import sample_gmrf_numeric
 from pymc_sparse.ops.logdet import logdet as sparse_logdet
 from pymc_sparse.ops.matrix import SparseMatrix
@@ -186,9 +192,7 @@ def matern_spde_logp(op: MaternSPDERV, values, rng, size, mu, kappa, tau, **kwar
 @_support_point.register(MaternSPDERV)
 def matern_spde_support_point(op, rv, rng, size, mu, kappa, tau):
     """Return the mean, broadcast to the shape of the variable."""
-    # Never `rv` or `rv.shape`: that makes the initial point draw the field (see car.py).
-    shape = op._infer_shape(size, [mu, kappa, tau])
-    return pt.alloc(pt.cast(mu, "float64"), *shape)
+    return support_point_fill(op, size, [mu, kappa, tau], mu)
 
 
 class MaternSPDE(Continuous):
