@@ -41,7 +41,7 @@ from pymc_sparse.ops.selinv import SparseSelectedInverse
 from pymc_sparse.ops.selinv_grad import SparseSelectedInverseGrad
 from pymc_sparse.ops.solve import SparseSolve
 from pymc_sparse.ops.table import OneParameterLogDet
-from pymc_sparse.ops.zerosum import ComponentZeroSum
+from pymc_sparse.ops.zerosum import ComponentZeroSum, one_component
 
 __all__ = [
     "numba_funcify_ComponentZeroSum",
@@ -194,8 +194,10 @@ def numba_funcify_SparseQuadForm(op, node, **kwargs):
 
         @numba_njit
         def quad_form_vector(data, x, indptr, indices):
-            y = _matvec(data, x, indptr, indices)
-            return np.asarray(np.dot(x, y)), y
+            _check(indptr, indices, data.shape[0], x.shape[0])
+            y = np.zeros_like(x)
+            tot = lower_matvec_into(data, x, indptr, indices, y)
+            return np.asarray(tot), y
 
         return quad_form_vector
 
@@ -312,10 +314,74 @@ _ZERO_SUM_ROWS = {
 }
 
 
+# A connected graph (the common case) has one component whose pivot is the last node and
+# whose free nodes are 0..n-2: the maps are then a sum and a shifted copy of contiguous
+# memory, which vectorise, instead of gathers and scatters through ``free``/``comp``
+# (see pymc_sparse.ops.zerosum.one_component).
+@numba.njit(cache=False)
+def _contiguous_sum(v, nf):  # pragma: no cover - compiled
+    a0 = a1 = a2 = a3 = 0.0
+    j = 0
+    while j + 3 < nf:
+        a0 += v[j]
+        a1 += v[j + 1]
+        a2 += v[j + 2]
+        a3 += v[j + 3]
+        j += 4
+    while j < nf:
+        a0 += v[j]
+        j += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@numba.njit(cache=False)
+def _contiguous_shift(v, o, nf, t):  # pragma: no cover - compiled
+    for j in range(nf):
+        o[j] = v[j] + t
+
+
+@numba.njit(cache=False)
+def _one_backward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
+    nf, r = free.shape[0], np.sqrt(sizes[0])
+    s = _contiguous_sum(v, nf)
+    _contiguous_shift(v, o, nf, -(s / (r + sizes[0])))
+    o[nf] = -s / r
+
+
+@numba.njit(cache=False)
+def _one_backward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no cover
+    nf, r = free.shape[0], np.sqrt(sizes[0])
+    s = _contiguous_sum(v, nf)
+    _contiguous_shift(v, o, nf, -s / (r + sizes[0]) - v[nf] / r)
+
+
+@numba.njit(cache=False)
+def _one_forward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
+    nf, r = free.shape[0], np.sqrt(sizes[0])
+    _contiguous_shift(v, o, nf, (-v[nf] * r) / (r + sizes[0]))
+
+
+@numba.njit(cache=False)
+def _one_forward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no cover
+    nf, r = free.shape[0], np.sqrt(sizes[0])
+    s = _contiguous_sum(v, nf)
+    _contiguous_shift(v, o, nf, 0.0)
+    o[nf] = -(s / (r + sizes[0])) * r
+
+
+_ONE_COMPONENT_ROWS = {
+    "backward": _one_backward,
+    "backward_adjoint": _one_backward_adjoint,
+    "forward": _one_forward,
+    "forward_adjoint": _one_forward_adjoint,
+}
+
+
 @numba_funcify.register(ComponentZeroSum)
 def numba_funcify_ComponentZeroSum(op, node, **kwargs):
     """Numba implementation of :class:`~pymc_sparse.ops.zerosum.ComponentZeroSum`."""
-    row = _ZERO_SUM_ROWS[op.kind]
+    rows = _ONE_COMPONENT_ROWS if one_component(node) else _ZERO_SUM_ROWS
+    row = rows[op.kind]
     takes_free = op.kind in ("backward", "forward_adjoint")
 
     @numba_njit

@@ -14,6 +14,7 @@ from pymc_sparse.ops.zerosum import (
     KINDS,
     ComponentZeroSum,
     numpy_zero_sum,
+    one_component,
     zero_sum_backward,
     zero_sum_forward,
 )
@@ -210,3 +211,14 @@ def test_jax_matches_c(rng):
     j = pytensor.function([z, Z, w], outs, mode="JAX")(*vals)
     for a, b in zip(c, j, strict=True):
         np.testing.assert_allclose(np.asarray(b), a, rtol=1e-14, atol=1e-15)
+
+
+def test_numba_takes_the_contiguous_path_only_forone_component():
+    """The contiguous C and Numba rows (no gathers) serve exactly a connected graph."""
+
+    for name, layout in LAYOUTS.items():
+        args = [pt.constant(np.int64(layout[0]))] + [pt.constant(a) for a in layout[1:]]
+        node = ComponentZeroSum("backward")(pt.dvector(), *args).owner
+        assert one_component(node) == (name == "one-component"), name
+    symbolic = ComponentZeroSum("backward")(pt.dvector(), pt.lscalar(), *args[1:]).owner
+    assert not one_component(symbolic)
