@@ -134,7 +134,8 @@ def BYM2(
     model = pm.modelcontext(model)
     _check_dims(model, dims, n)
     s = scaling_factor(Wv, per_node=True, method=scaling)
-    inv_sqrt_s = pt.constant(1.0 / np.sqrt(s))
+    # One factor for a connected graph: a scalar, not a vector read in every pass over b.
+    inv_sqrt_s = pt.constant(1.0 / np.sqrt(s[0] if np.all(s == s[0]) else s))
     with model:
         # A shared W goes to ICAR as it is, so that a later pm.set_data on it raises.
         u = ICAR(

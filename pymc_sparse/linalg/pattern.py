@@ -271,19 +271,31 @@ def lower_matvec(indptr, indices, data, x) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def lower_matvec_into(data, x, indptr, indices, y):  # pragma: no cover - compiled
-    """``y += Q x`` for vectors, Q by its lower triangle in CSC (the loop of the C Op too).
+    r"""``y += Q x`` for vectors, Q by its lower triangle in CSC (the loop of the C Op too).
+
+    Returns :math:`\sum_j x_j y_j` after the update (:math:`x^\top Q x` when ``y``
+    starts at 0): ``y[j]`` is final once column ``j`` is done, since later columns add
+    only to rows below it, so the quadratic form costs no second pass.
 
     Used by :func:`lower_matvec`, the Laplace solver and the Numba dispatch of
     ``SparseMatVec``/``SparseQuadForm``: one pass over the stored values, no SciPy objects.
+    Rows are sorted and unique within a column (:class:`SparsityPattern`), so a diagonal
+    entry can only come first: it is handled once per column, not tested per entry.
     """
     n = indptr.shape[0] - 1
+    tot = 0.0
     for j in range(n):
         xj = x[j]
         acc = 0.0
-        for k in range(indptr[j], indptr[j + 1]):
+        k0, k1 = indptr[j], indptr[j + 1]
+        if k0 < k1 and indices[k0] == j:
+            acc = data[k0] * xj
+            k0 += 1
+        for k in range(k0, k1):
             i = indices[k]
             v = data[k]
             y[i] += v * xj
-            if i != j:
-                acc += v * x[i]
+            acc += v * x[i]
         y[j] += acc
+        tot += xj * y[j]
+    return tot

@@ -113,20 +113,32 @@ def numpy_pair_product(indptr, indices, u, v) -> np.ndarray:
 # --------------------------------------------------------------------------- C kernels
 # y += Q x over the stored lower triangle, one pass: each stored value acts on y_i and
 # (off the diagonal) on y_j.  Shared by SparseMatVec and SparseQuadForm.
+# y += Q x over the stored lower triangle; rows are sorted and unique in a column, so a
+# diagonal entry can only come first (tested once per column, not per entry).  y[j] is
+# final after column j (later columns add only below it): the quadratic form adds
+# x_j y_j there, in the same pass (pymc_sparse.linalg.pattern.lower_matvec_into).
 _C_MATVEC_LOOP = """\
     for (npy_intp j = 0; j < n; ++j) {
         const npy_float64 xj = PMS_AT(B, j);
         npy_float64 acc = 0.0;
+        npy_intp k = PMS_AT(IP, j);
         const npy_intp k1 = PMS_AT(IP, j + 1);
-        for (npy_intp k = PMS_AT(IP, j); k < k1; ++k) {
+        if (k < k1 && PMS_AT(IX, k) == j) {
+            acc = PMS_AT(A, k) * xj;
+            ++k;
+        }
+        for (; k < k1; ++k) {
             const npy_intp i = PMS_AT(IX, k);
             const npy_float64 v = PMS_AT(A, k);
             yp[i] += v * xj;
-            if (i != j) acc += v * PMS_AT(B, i);
+            acc += v * PMS_AT(B, i);
         }
         yp[j] += acc;
+        COLUMN_DONE
     }
 """
+_C_QUAD_LOOP = _C_MATVEC_LOOP.replace("COLUMN_DONE", "tot += xj * yp[j];")
+_C_MATVEC_LOOP = _C_MATVEC_LOOP.replace("COLUMN_DONE", "")
 _C_HEADER = """
 /* Local data pointer and element stride of a 1-d input, read once: the loops then
    index plain pointers (no reload of the array struct after every store). */
@@ -189,7 +201,7 @@ class _PatternOp(COp):
         return _C_HEADER
 
     def c_code_cache_version(self):
-        return (4,)
+        return (5,)
 
     def _c_prologue(self, node, inputs, sub, data, vectors):
         names = dict(zip(("a", "b", "indptr", "indices"), inputs, strict=True))
@@ -307,8 +319,7 @@ class SparseQuadForm(_PatternOp):
 {{
     npy_float64* yp = (npy_float64*)PyArray_DATA({y});
     npy_float64 tot = 0.0;
-{_C_MATVEC_LOOP}    for (npy_intp j = 0; j < n; ++j) tot += yp[j] * PMS_AT(B, j);
-    *(npy_float64*)PyArray_DATA({s}) = tot;
+{_C_QUAD_LOOP}    *(npy_float64*)PyArray_DATA({s}) = tot;
 }}
 }}"""
         )
