@@ -268,3 +268,24 @@ def test_sample_imh_targets_the_corrected_marginal(rng):
     assert abs(sigma.mean() - m) < 0.15 * sd  # Monte Carlo error ~0.05 sd here
     with pytest.raises(ValueError, match="correction"):
         sample_imh(10, 20, model=marginal, correction="third_order")
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_covered_pairs_equal_dense_s(constrained, rng):
+    """Each covered S_ij (the cached pair plan) equals the dense A Sigma_c A' entry."""
+    from pymc_sparse.linalg.laplace.correction import _offdiagonal_s
+
+    Q = grid_laplacian(6, shift=0.3).toarray()
+    n = Q.shape[0]
+    m = 30
+    A = np.zeros((m, n))
+    for r in range(m):  # two or three nodes per observation, as in a BYM2 design
+        A[r, rng.choice(n, size=rng.integers(2, 4), replace=False)] = rng.normal(1.0, 0.3, 1)
+    y = rng.poisson(1.5, m).astype(float)
+    C = np.ones((1, n)) if constrained else None
+    post = _posterior(Q, A, y, rng.normal(0, 0.3, m), C)
+    S = _dense_s(post, Q, A, C)
+    for _ in range(2):  # the second call reads the cached plan
+        i, j, sij = _offdiagonal_s(post._state)
+        assert i.size > 0 and np.all(i < j)
+        np.testing.assert_allclose(sij, S[i, j], rtol=1e-10, atol=1e-12)

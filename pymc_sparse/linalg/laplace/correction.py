@@ -63,6 +63,8 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from pymc_sparse.linalg.laplace.newton import _project, _sigma_c_on_h
+from pymc_sparse.linalg.lru import LRUCache
+from pymc_sparse.linalg.takahashi import map_pattern_to_factor
 
 __all__ = [
     "SecondOrderCorrection",
@@ -70,6 +72,7 @@ __all__ = [
     "fourth_derivative",
     "importance_reweight",
     "second_order_correction",
+    "state_correction",
 ]
 
 
@@ -157,14 +160,27 @@ def second_order_correction(post, *, pairs: str = "factor") -> SecondOrderCorrec
     -------
     SecondOrderCorrection
     """
+    return state_correction(post._state, pairs)
+
+
+def state_correction(st, pairs: str = "factor") -> SecondOrderCorrection:
+    """:func:`second_order_correction` from a Newton state (``laplace_state``'s result).
+
+    For callers that have the state and no use for a :class:`LaplacePosterior` (whose
+    marginal variances cost a selected inverse of their own): ``sample_imh`` and
+    ``fit_laplace_grid`` at every point.
+    """
     if pairs not in ("factor", "diagonal"):
         raise ValueError(f"`pairs` must be 'factor' or 'diagonal', got {pairs!r}.")
-    st = post._state
     s, inp = st.s, st.inp
     with np.errstate(all="ignore"):
         c3 = st.d3
         c4 = fourth_derivative(s.family, inp.y, st.eta, inp.ntr, inp.phi)
-        sc = _sigma_c_on_h(st)
+        sel = None
+        if pairs == "factor":
+            # One selected inverse on L's pattern serves diag(S) and the pairs.
+            sel = st.f.selected_inverse_factor()[_pair_plan(s, st.f).h_to_l]
+        sc = _sigma_c_on_h(st, sel)
         z = s.diag_a_sigma(inp.a, sc)[0]  # diag(S)
         quartic = float(c4 @ (z * z)) / 8.0
         w = s.A_rmatvec(inp.a, c3 * z)
@@ -185,44 +201,89 @@ def second_order_correction(post, *, pairs: str = "factor") -> SecondOrderCorrec
     )
 
 
-def _offdiagonal_s(st):
-    r"""Pairs :math:`i < j` of observations and :math:`S_{ij}` where the factor pattern has them.
+# Pair plans depend on the patterns only (A's and the factor's), not on theta: built once
+# per (structure, symbolic analysis); a few per model.
+_PAIR_PLANS = LRUCache(8, "laplace correction pair plans")
 
-    :math:`\Sigma_c` on the pattern of :math:`L` (Takahashi, kriging-corrected) as a
-    symmetric sparse matrix :math:`P`; a pair is covered when the number of its
-    :math:`(k, l)` on that pattern equals :math:`|A_i|\,|A_j|`, and then :math:`S_{ij} =
-    (A P A^\top)_{ij}`.
+
+@dataclass(frozen=True)
+class _PairPlan:
+    r"""Which terms :math:`A_{ik} A_{jl} P_{kl}` make each covered :math:`S_{ij}`.
+
+    ``i, j``: the covered pairs :math:`i < j`; per term, ``pair`` (its pair), ``ai``/``aj``
+    (positions of :math:`A_{ik}`, :math:`A_{jl}` in A's CSR values), ``entry`` (position
+    of :math:`P_{kl}` on the factor's pattern) and ``k_node, l_node`` (its nodes, for the kriging
+    term); ``h_to_l``: position on the factor's pattern of each stored entry of H.
     """
-    s, inp, f = st.s, st.inp, st.f
+
+    i: np.ndarray
+    j: np.ndarray
+    pair: np.ndarray
+    ai: np.ndarray
+    aj: np.ndarray
+    entry: np.ndarray
+    k_node: np.ndarray
+    l_node: np.ndarray
+    h_to_l: np.ndarray
+
+
+def _pair_plan(s, f) -> _PairPlan:
+    r"""The :class:`_PairPlan` of a structure ``s`` and factor ``f`` (cached by pattern).
+
+    A pair is covered when all :math:`|A_i|\,|A_j|` of its :math:`(k, l)` lie on the
+    symmetric pattern of :math:`L` (so the selected inverse determines :math:`S_{ij}`).
+    """
+    sym = f.symbolic
+    key = (id(s), id(sym))
+    hit = _PAIR_PLANS.get(key)
+    if hit is not None and hit[0] is s and hit[1] is sym:
+        return hit[2]
     L = f.L()
-    perm = np.asarray(f.symbolic.perm, np.int64)
+    n = s.n
+    perm = np.asarray(sym.perm, np.int64)
     cols = np.repeat(np.arange(L.shape[1]), np.diff(L.indptr))
     r, c = perm[L.indices], perm[cols]
-    vals = f.selected_inverse_factor().copy()
-    if st.U is not None:
-        vals -= np.einsum("ek,ek->e", (st.U @ st.Vinv)[r], st.U[c])
     off = r != c
-    n = s.n
-    P = sp.coo_matrix(
-        (
-            np.concatenate([vals, vals[off]]),
-            (np.concatenate([r, c[off]]), np.concatenate([c, r[off]])),
-        ),
-        shape=(n, n),
-    ).tocsr()
-    P0 = P.copy()
-    P0.data[:] = 1.0
-    A = s.A_csr(inp.a)
-    A0 = A.copy()
-    A0.data[:] = 1.0
+    keys = np.concatenate([r * n + c, (c * n + r)[off]])
+    ids = np.concatenate([np.arange(r.size), np.flatnonzero(off)])
+    order = np.argsort(keys, kind="stable")
+    keys, ids = keys[order], ids[order]
+    P0 = sp.csr_matrix((np.ones(keys.size), (keys // n, keys % n)), shape=(n, n))
+    indptr, indices = s.a_indptr, s.a_indices
+    A0 = sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(s.m, n))
     count = sp.triu(A0 @ P0 @ A0.T, k=1).tocoo()
-    rowcount = np.diff(A.indptr).astype(np.float64)
+    rowcount = np.diff(indptr)
     keep = count.data == rowcount[count.row] * rowcount[count.col]
-    i, j = count.row[keep], count.col[keep]
-    # S_ij = A_i P A_j' for the covered pairs only (row-wise, no m x m product).
-    AP = (A @ P).tocsr()
-    sij = np.asarray(AP[i].multiply(A[j]).sum(axis=1)).ravel()
-    return i, j, sij
+    i, j = count.row[keep].astype(np.int64), count.col[keep].astype(np.int64)
+    # Every (k, l) of every covered pair: term t of pair p is (t // |A_j|, t % |A_j|).
+    nt = rowcount[i] * rowcount[j]
+    pair = np.repeat(np.arange(i.size), nt)
+    t = np.arange(pair.size) - np.repeat(np.cumsum(nt) - nt, nt)
+    width = rowcount[j][pair]
+    ai = indptr[i][pair] + t // width
+    aj = indptr[j][pair] + t % width
+    k_node, l_node = indices[ai], indices[aj]
+    entry = ids[np.searchsorted(keys, k_node * n + l_node)]
+    h_to_l = map_pattern_to_factor(s.h_pattern, perm, L.indptr, L.indices)
+    plan = _PairPlan(i, j, pair, ai, aj, entry, k_node, l_node, h_to_l)
+    _PAIR_PLANS.put(key, (s, sym, plan))
+    return plan
+
+
+def _offdiagonal_s(st):
+    r"""Covered pairs :math:`i < j` of observations and their :math:`S_{ij}`.
+
+    :math:`S_{ij} = \sum_{kl} A_{ik} A_{jl} (\Sigma_c)_{kl}` with :math:`\Sigma_c` on the
+    pattern of :math:`L` (Takahashi, kriging-corrected), through the cached
+    :func:`_pair_plan`: one gather and one ``bincount`` per call.
+    """
+    s, a, f = st.s, st.inp.a, st.f
+    plan = _pair_plan(s, f)
+    vals = f.selected_inverse_factor()[plan.entry]
+    if st.U is not None:
+        vals = vals - np.einsum("ek,ek->e", (st.U @ st.Vinv)[plan.k_node], st.U[plan.l_node])
+    sij = np.bincount(plan.pair, a[plan.ai] * a[plan.aj] * vals, minlength=plan.i.size)
+    return plan.i, plan.j, sij
 
 
 def importance_reweight(values, log_correction) -> tuple[np.ndarray, float]:

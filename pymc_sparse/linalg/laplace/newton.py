@@ -320,9 +320,13 @@ def _laplace_state(s, inp, tol, max_iter, warm_start):
     return st
 
 
-def _sigma_c_on_h(st: _State):
-    r"""Constrained covariance :math:`\Sigma_c` on the pattern of H (selected inverse)."""
-    sc = st.f.selected_inverse().copy()
+def _sigma_c_on_h(st: _State, selinv=None):
+    r"""Constrained covariance :math:`\Sigma_c` on the pattern of H (selected inverse).
+
+    ``selinv``: :math:`H^{-1}` on H's pattern when the caller has it (e.g. gathered from
+    the selected inverse on the factor's pattern), else the factor's own.
+    """
+    sc = (st.f.selected_inverse() if selinv is None else selinv).copy()
     if st.U is not None:
         sc -= _lowrank_on_pattern(st.s.h_pattern, st.U @ st.Vinv, st.U)
     return sc

@@ -175,14 +175,19 @@ def laplace_posterior_from_inputs(
     ``LaplaceGMRF`` variable's node: ``offset`` already holds ``log(exposure)``), e.g.
     evaluated at a posterior draw of the hyperparameters for latent recovery.
     """
+    inp = inputs_from_vectors(structure, q_data, mu, offset, a_values, y, n_trials, phi)
+    return _posterior(structure, inp, tol, max_iter, warm_start)
+
+
+def inputs_from_vectors(structure, q_data, mu, offset, a_values, y, n_trials, phi) -> _Inputs:
+    """The solver's inputs from the Op's input vectors (broadcast, contiguous float64)."""
     vecs = [np.ascontiguousarray(v, dtype=np.float64) for v in (q_data, mu, offset, a_values)]
     m = structure.m
     rest = [
         np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float64), (m,)))
         for v in (y, n_trials, phi)
     ]
-    inp = _Inputs(vecs[0], np.broadcast_to(vecs[1], (structure.n,)).copy(), *vecs[2:], *rest)
-    return _posterior(structure, inp, tol, max_iter, warm_start)
+    return _Inputs(vecs[0], np.broadcast_to(vecs[1], (structure.n,)).copy(), *vecs[2:], *rest)
 
 
 def _posterior(s, inp, tol, max_iter, warm_start) -> LaplacePosterior:
