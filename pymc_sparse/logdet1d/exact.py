@@ -25,16 +25,12 @@ evaluated serially in the calling process: the results are the same numbers eith
 
 from __future__ import annotations
 
-import contextlib
 import math
-import multiprocessing
-import os
-import signal
-import warnings
 
 import numpy as np
 
 from pymc_sparse.linalg.cholmod import CACHE
+from pymc_sparse.linalg.forkpool import ForkPool, default_workers
 from pymc_sparse.linalg.pattern import SparsityPattern
 
 __all__ = ["Sampler", "default_workers"]
@@ -42,14 +38,6 @@ __all__ = ["Sampler", "default_workers"]
 # Below this order a sample costs milliseconds: forking workers (and repeating the
 # symbolic analysis in each) would cost more than it saves.
 PARALLEL_MIN_N = 20_000
-
-
-def default_workers() -> int:
-    """Cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _diag_scale(pattern: SparsityPattern, a0: np.ndarray):
@@ -78,29 +66,8 @@ def _exact_smooth(pattern, a0, a1, c, alpha, derivative):
 
 
 # -- worker processes ----------------------------------------------------------------
-_WORKER: tuple | None = None  # (pattern, a0, a1, c), set in each forked worker
-
-
-def _init_worker(pattern, a0, a1, c):
-    global _WORKER
-    _WORKER = (pattern, a0, a1, c)
-    # Ctrl-C goes to the whole process group: the parent handles it and shuts the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # If the parent dies without shutting the pool down, take the worker with it
-    # (Linux; elsewhere the worker exits when its task pipe closes).
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    # One BLAS/OpenMP thread per worker: the workers already fill the cores.
-    with contextlib.suppress(Exception):
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-
-
-def _worker_sample(alpha: float) -> tuple[float, float]:
-    pattern, a0, a1, c = _WORKER
+def _worker_sample(state, alpha: float) -> tuple[float, float]:
+    pattern, a0, a1, c = state
     return _exact_smooth(pattern, a0, a1, c, alpha, True)
 
 
@@ -132,9 +99,13 @@ class Sampler:
             workers = default_workers() if pattern.n >= PARALLEL_MIN_N else 1
         if int(workers) < 1:
             raise ValueError(f"`workers` must be a positive integer or None, got {workers!r}.")
-        self.workers = int(workers)
         self.evaluations = 0
-        self._pool = None
+        self._pool = ForkPool(workers, (pattern, a0, a1, c), "sampling of the log-determinant")
+
+    @property
+    def workers(self) -> int:
+        """Processes in use (1 after a failed pool)."""
+        return self._pool.workers
 
     def __enter__(self):
         return self
@@ -144,9 +115,7 @@ class Sampler:
 
     def close(self) -> None:
         """Shut the worker pool down and wait for its processes to exit."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()
 
     def one(self, alpha: float) -> tuple[float, float]:
         """Evaluate one point in this process."""
@@ -156,57 +125,9 @@ class Sampler:
     def __call__(self, alphas) -> np.ndarray:
         """Return the ``(k, 2)`` array of exact ``(g, f')`` at ``alphas``."""
         alphas = [float(a) for a in alphas]
-        out = None
-        if self.workers > 1 and len(alphas) > 1:
-            out = self._parallel(alphas)
+        out = self._pool.map(_worker_sample, alphas)
         if out is None:
             out = [self.one(a) for a in alphas]
+        else:
+            self.evaluations += len(alphas)
         return np.array(out, dtype=np.float64).reshape(len(alphas), 2)
-
-    def _parallel(self, alphas):
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            if self._pool is None:
-                self._pool = self._start()
-            if self._pool is None:
-                return None
-            with warnings.catch_warnings():
-                # Python >= 3.12 warns that fork() in a multi-threaded process may
-                # deadlock (the pool forks on its first tasks); the children reach
-                # CHOLMOD only through the fork-safe path of pymc_sparse.linalg.threads.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                # JAX warns the same from a fork hook once its backend is up; the
-                # workers never call JAX.
-                warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
-                out = list(self._pool.map(_worker_sample, alphas))
-        except (BrokenProcessPool, OSError) as err:
-            # A worker died (out of memory, killed): finish serially, say so once.
-            warnings.warn(
-                f"Parallel sampling of the log-determinant failed ({err!r}); continuing in "
-                "one process.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            self.close()
-            self.workers = 1
-            return None
-        self.evaluations += len(alphas)
-        return out
-
-    def _start(self):
-        from concurrent.futures import ProcessPoolExecutor
-
-        if "fork" not in multiprocessing.get_all_start_methods():
-            self.workers = 1
-            return None
-        if multiprocessing.current_process().daemon:  # a daemon cannot have children
-            self.workers = 1
-            return None
-        # With fork the initializer's arguments are inherited, not pickled.
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_init_worker,
-            initargs=(self.pattern, self.a0, self.a1, self.c),
-        )

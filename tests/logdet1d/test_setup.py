@@ -136,7 +136,7 @@ def test_falls_back_to_serial_without_fork(monkeypatch):
     assert fam.info["certified"]
 
 
-def _die(alpha):  # runs in a forked worker: simulates one killed by the OOM killer
+def _die(state, alpha):  # runs in a forked worker: simulates one killed by the OOM killer
     import os
 
     os._exit(3)
