@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/small_n.py icar          # ICAR prior and BYM2 Poisson, NYC + 10^4
     python benchmarks/small_n.py car           # CAR (table) prior at n = 1,024
-    python benchmarks/small_n.py nutpie [draws tune chains]   # NYC BYM2 with nutpie
+    python benchmarks/small_n.py nutpie [draws tune chains]   # NYC BYM2 with nutpie, 3 seeds
     python benchmarks/small_n.py logdet        # exact logdet + grad vs one CHOLMOD factor
     python benchmarks/small_n.py compile 1e6   # C compile of the exact CAR model
 
@@ -171,15 +171,18 @@ def bench_icar(which=("nyc", "1e4"), backends=("C", "NUMBA")):
     return rows
 
 
-def nyc_notebook_model(data):
+def nyc_notebook_model(data, icar="pm"):
     """PyMC's BYM notebook model (``pm.ICAR``, hand-written BYM2), intercept only.
 
     As in pymc-examples ``spatial/nyc_bym`` (and ``docs/examples/pymc_nyc_bym.py``): dense
     ``W``, unit ``pm.ICAR`` ``phi``, iid ``theta``, the scaling factor ``s`` outside.
+    ``icar="pms"``: the same model with ``pms.ICAR`` swapped in for ``pm.ICAR`` (the
+    user's one-line change of issue 16).
     """
     import pymc as pm
     import pytensor.tensor as pt
 
+    from pymc_sparse.distributions.icar import ICAR
     from pymc_sparse.precision.scaling import scaling_factor
 
     s = float(scaling_factor(data["W"]))
@@ -187,7 +190,10 @@ def nyc_notebook_model(data):
     with pm.Model(coords={"area_idx": np.arange(data["n"])}) as model:
         beta0 = pm.Normal("beta0", 0, 1)
         theta = pm.Normal("theta", 0, 1, dims="area_idx")
-        phi = pm.ICAR("phi", W=data["W"].toarray(), dims="area_idx")
+        if icar == "pm":
+            phi = pm.ICAR("phi", W=data["W"].toarray(), dims="area_idx")
+        else:
+            phi = ICAR("phi", W=data["W"], dims="area_idx")
         sigma = pm.HalfNormal("sigma", 1)
         rho = pm.Beta("rho", 0.5, 0.5)
         mixture = pm.Deterministic(
@@ -206,54 +212,72 @@ def _cpu_seconds():
     return time.process_time() + child.ru_utime + child.ru_stime
 
 
-def bench_nutpie(draws=500, tune=500, chains=2, seed=8926):
-    """NYC BYM2 with nutpie (numba backend): ours (``models.nyc_bym2``) vs the notebook's.
+def bench_nutpie(draws=500, tune=500, chains=2, seeds=(8926, 1, 2)):
+    """NYC BYM2 with nutpie (numba backend): the notebook with ``pm.ICAR`` and with ours.
 
-    Both are compiled with ``nutpie.compile_pymc_model`` and sampled with the same
-    draws, tune, chains and seed; we report the CPU time of compilation and of sampling
-    (process time of all threads plus child processes), the wall time, and the smallest
-    bulk ESS over the free variables' coordinates, per CPU second of sampling.
+    Three models, each compiled with ``nutpie.compile_pymc_model`` and sampled with the
+    same draws, tune, chains and seeds: the notebook's (``pm.ICAR``), the notebook with
+    ``pms.ICAR`` swapped in, and ``models.nyc_bym2`` (``pms.BYM2``).  Per seed: CPU time
+    of sampling (process time of all threads plus child processes), mean leapfrog steps
+    per draw, the smallest bulk ESS of (beta0, sigma, rho) and over every free coordinate.
+    Reported: sampling CPU time (equal draws) and CPU seconds per effective draw.
     """
     try:
         import nutpie
     except ImportError:
         print("nutpie is not installed in this environment: `pip install nutpie`.")
         return []
+    import functools
+
     import arviz as az
 
     from models.nyc_bym2 import build_model, load_data
 
     data = load_data()
     builds = (
-        ("pms.BYM2 (models/nyc_bym2.py)", build_model),
         ("pm.ICAR (notebook)", nyc_notebook_model),
+        ("pms.ICAR in the notebook", functools.partial(nyc_notebook_model, icar="pms")),
+        ("pms.BYM2 (models/nyc_bym2.py)", build_model),
     )
-    rows = []
+    compiled = {}
     for label, build in builds:
         model = build(data)
         c0 = _cpu_seconds()
-        compiled = nutpie.compile_pymc_model(model)
-        c1, w1 = _cpu_seconds(), time.perf_counter()
-        idata = nutpie.sample(
-            compiled, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False
+        compiled[label] = (model, nutpie.compile_pymc_model(model), _cpu_seconds() - c0)
+    rows = []
+    for seed in seeds:
+        for label, _ in builds:
+            model, fn, compile_cpu = compiled[label]
+            c1, w1 = _cpu_seconds(), time.perf_counter()
+            idata = nutpie.sample(
+                fn, draws=draws, tune=tune, chains=chains, seed=seed, progress_bar=False
+            )
+            c2, w2 = _cpu_seconds(), time.perf_counter()
+            names = [rv.name for rv in model.free_RVs]
+            ess = az.ess(idata, var_names=names, method="bulk")
+            min_all = min(float(ess[v].min()) for v in names)
+            main = min(float(ess[v].min()) for v in ("beta0", "sigma", "rho"))
+            steps = float(idata.sample_stats["n_steps"].mean())
+            div = int(idata.sample_stats["diverging"].sum())
+            rows.append((seed, label, c2 - c1, w2 - w1, main, min_all, steps, div, compile_cpu))
+            print(
+                f"seed {seed:5d} {label:30s} sample {c2 - c1:6.1f} s CPU ({w2 - w1:5.1f} s wall)"
+                f"  leapfrog/draw {steps:6.1f}  min bulk ESS beta0/sigma/rho {main:6.1f}, "
+                f"all {min_all:6.1f}  CPU s per ESS {(c2 - c1) / main:6.3f}  div {div}",
+                flush=True,
+            )
+    peer = "pm.ICAR (notebook)"
+    for label, _ in builds[1:]:
+        mine = [r for r in rows if r[1] == label]
+        ref = [r for r in rows if r[1] == peer]
+        cpu = sum(r[2] for r in mine) / sum(r[2] for r in ref)
+        per_ess = (sum(r[2] for r in mine) / sum(r[4] for r in mine)) / (
+            sum(r[2] for r in ref) / sum(r[4] for r in ref)
         )
-        c2, w2 = _cpu_seconds(), time.perf_counter()
-        names = [rv.name for rv in model.free_RVs]
-        ess = az.ess(idata, var_names=names, method="bulk")
-        min_ess = min(float(ess[v].min()) for v in names)
-        main = min(float(ess[v].min()) for v in ("beta0", "sigma", "rho"))
-        div = int(idata.sample_stats["diverging"].sum())
-        steps = float(idata.sample_stats["n_steps"].mean())
-        rows.append((label, c1 - c0, c2 - c1, w2 - w1, min_ess, main, div, steps))
         print(
-            f"{label:30s} compile {c1 - c0:6.1f} s CPU  sample {c2 - c1:7.1f} s CPU "
-            f"({w2 - w1:6.1f} s wall)  min bulk ESS {min_ess:7.1f} "
-            f"({min_ess / (c2 - c1):6.2f}/CPU s; beta0/sigma/rho {main:7.1f})  "
-            f"mean leapfrog steps {steps:5.1f}  divergences {div}",
-            flush=True,
+            f"{label:30s} vs {peer}: sampling CPU time {cpu:4.2f}x at equal draws, "
+            f"{per_ess:4.2f}x per effective draw of (beta0, sigma, rho) (all seeds pooled)"
         )
-    (_, _, ours, *_), (_, _, peer, *_) = rows
-    print(f"sampling CPU time ratio ours / pm.ICAR: {ours / peer:.2f}")
     return rows
 
 
