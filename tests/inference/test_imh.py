@@ -92,8 +92,7 @@ def test_draws_are_the_same_in_worker_processes():
         Q = tau * (SparseMatrix.from_scipy(D) - 0.9 * SparseMatrix.from_scipy(W))
         MarginalGMRFNormal("y", Q=Q, mu=0.0, sigma=sigma, observed=y)
         runs = [
-            sample_imh(60, 200, chains=2, random_seed=7, progressbar=False, cores=c)
-            for c in (1, 2)
+            sample_imh(60, 200, chains=2, random_seed=7, progressbar=False, cores=c) for c in (1, 2)
         ]
     for name in ("tau", "sigma"):
         np.testing.assert_array_equal(runs[0].posterior[name], runs[1].posterior[name])
@@ -167,3 +166,20 @@ def test_issue_seeds_on_marginal_car_posterior(seed, draws, tune):
     idata = sample_imh(draws, tune, model=model, random_seed=seed, progressbar=False)
     assert idata.sample_stats.attrs["acceptance_rate"] > 0.2
     assert max(float(v) for v in az.rhat(idata).data_vars.values()) < 1.1
+
+
+@pytest.mark.parametrize("n", [1, 2, 50, 300])
+def test_evaluation_order_is_a_short_path_permutation(n, monkeypatch):
+    from pymc_sparse.inference import imh
+
+    x = np.random.default_rng(n).normal(size=(n, 3)) * [1.0, 10.0, 0.1]
+    order = imh._evaluation_order(x)
+    assert sorted(order.tolist()) == list(range(n))
+    if n >= 50:
+        z = x / x.std(axis=0)
+        path = np.linalg.norm(np.diff(z[order], axis=0), axis=1).sum()
+        shuffled = np.linalg.norm(np.diff(z, axis=0), axis=1).sum()
+        assert path < 0.5 * shuffled
+        monkeypatch.setattr(imh, "_GREEDY_MAX", 10)  # the principal-axis sort
+        order = imh._evaluation_order(x)
+        assert sorted(order.tolist()) == list(range(n))
