@@ -1,5 +1,9 @@
 r"""Reverse-mode derivative of the selected inverse, on the pattern of the Cholesky factor.
 
+(About 600 lines: two adjoint sweeps, the Takahashi recursion's and the factorisation's,
+each column by column and supernode by supernode, with the block gathers and scatters
+they share; one derivation, read best next to its four kernels.)
+
 Problem
 -------
 Let :math:`s = \mathcal P(Q^{-1})` be the entries of :math:`S = Q^{-1}` on the stored
