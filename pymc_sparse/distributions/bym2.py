@@ -134,8 +134,7 @@ def BYM2(
     model = pm.modelcontext(model)
     _check_dims(model, dims, n)
     s = scaling_factor(Wv, per_node=True, method=scaling)
-    # One factor for a connected graph: a scalar, not a vector read in every pass over b.
-    inv_sqrt_s = pt.constant(1.0 / np.sqrt(s[0] if np.all(s == s[0]) else s))
+    connected = bool(np.all(s == s[0]))
     with model:
         # A shared W goes to ICAR as it is, so that a later pm.set_data on it raises.
         u = ICAR(
@@ -150,5 +149,11 @@ def BYM2(
         )
         rho = pt.as_tensor_variable(rho)
         sigma = pt.as_tensor_variable(sigma)
-        b = sigma * (pt.sqrt(rho) * inv_sqrt_s * u + pt.sqrt(1.0 - rho) * v)
+        if connected:
+            # sqrt(rho / s) is one scalar: no vector of factors, no extra multiply per node
+            # in each pass over b (PyTensor keeps a constant factor inside the loop).
+            spatial = pt.sqrt(rho * (1.0 / float(s[0])))
+        else:
+            spatial = pt.sqrt(rho) * pt.constant(1.0 / np.sqrt(s))
+        b = sigma * (spatial * u + pt.sqrt(1.0 - rho) * v)
         return pm.Deterministic(name, b, dims=dims)
