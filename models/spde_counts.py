@@ -14,13 +14,10 @@ Laplace approximation at the mode of :math:`x`: Newton on :math:`Q + A^\top W A`
 the three hyperparameters ``(b0, range, sigma)`` are integrated on INLA's grid
 (:func:`pymc_sparse.fit_laplace_grid`).
 
-Why not ``marginalize_laplace`` on ``MaternSPDE("x", ...)`` with a Poisson likelihood?
-:func:`pymc_sparse.marginalize_laplace` accepts a field that is a ``SparseGMRF`` (or the
-CAR/ICAR/BYM2 family); a ``MaternSPDE`` would need its ``(kappa, tau) -> Q`` values
-exposed to the transform in the same way (a short branch in
-``inference/marginalize.py``).  ``LaplaceGMRF`` directly is the same model.  Its log
-determinant of :math:`Q` is computed by factorisation (the certified SPDE table is not
-used by ``LaplaceGMRF``).
+The same model written with the field, ``MaternSPDE("x", ...)`` and a Poisson likelihood
+on ``pt.dot(A, x)``, can be handed to :func:`pymc_sparse.marginalize_laplace`, which
+builds this ``LaplaceGMRF``.  Its log determinant of :math:`Q` is computed by
+factorisation (the certified SPDE table is not used by ``LaplaceGMRF``).
 
 Run from the repository root::
 

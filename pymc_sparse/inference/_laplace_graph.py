@@ -5,8 +5,9 @@ when the answer is "no":
 
 * **Is the variable a GMRF we can integrate out?**  :func:`field_from_rv` turns a
   :class:`~pymc_sparse.distributions.gmrf.SparseGMRF`, :class:`~pymc_sparse.distributions.car.CAR`,
-  :class:`~pymc_sparse.distributions.icar.ICAR` or an iid ``pm.Normal`` vector (BYM2's
-  ``_v``) into a precision on a static pattern, a mean and, for the ICAR, its
+  :class:`~pymc_sparse.distributions.icar.ICAR`,
+  :class:`~pymc_sparse.distributions.matern.MaternSPDE` or an iid ``pm.Normal`` vector
+  (BYM2's ``_v``) into a precision on a static pattern, a mean and, for the ICAR, its
   per-component sum-to-zero rows and the generalised log-determinant on the constrained
   subspace.
 * **Which family links the observations to a predictor?**  :func:`family_from_rv`
@@ -41,6 +42,7 @@ from pymc_sparse.distributions._utils import core_param
 from pymc_sparse.distributions.car import CARRV
 from pymc_sparse.distributions.gmrf import SparseGMRFRV
 from pymc_sparse.distributions.icar import ICARRV, _layout
+from pymc_sparse.distributions.matern import MaternSPDERV, matern_precision
 from pymc_sparse.inference._laplace_links import (
     MarginalizeError,
     _strip,
@@ -120,6 +122,11 @@ def field_from_rv(name: str, rv) -> Field:
         return Field(name, op.pattern, q, _vector(mu, op.pattern.n))
     if isinstance(op, ICARRV):
         return _icar_field(name, op, node)
+    if isinstance(op, MaternSPDERV):  # Q(kappa, tau) on the mesh's fixed pattern
+        _, _, mu, kappa, tau = node.inputs
+        kappa, tau = core_param(kappa, 0, "kappa"), core_param(tau, 0, "tau")
+        Q = matern_precision(op.spde, kappa, tau)
+        return Field(name, Q.pattern, Q.data, _vector(mu, op.spde.n))
     if isinstance(op, NormalRV):
         _, _, mu, sigma = node.inputs
         n = rv.type.shape[0]
@@ -129,8 +136,8 @@ def field_from_rv(name: str, rv) -> Field:
         return Field(name, _diagonal_pattern(n), q, _vector(mu, n))
     raise MarginalizeError(
         f"{name!r} is a {type(op).__name__}: only SparseGMRF, CAR, ICAR (and BYM2's "
-        "components) or an iid pm.Normal vector can be integrated out by a Laplace "
-        "approximation."
+        "components), MaternSPDE or an iid pm.Normal vector can be integrated out by a "
+        "Laplace approximation."
     )
 
 

@@ -265,3 +265,29 @@ def test_dependent_fields_raise(rng):
         pm.Poisson("y", mu=pm.math.exp(x), observed=rng.poisson(3, 9))
     with pytest.raises(MarginalizeError, match="prior of 'x' depends on another field"):
         marginalize_laplace(model, ["u", "x"])
+
+
+def test_matern_spde_field_is_integrated_out(rng):
+    """A MaternSPDE field seen through a mesh projector: value against the dense Laplace."""
+    from pymc_sparse.distributions.matern import MaternSPDE
+    from pymc_sparse.spde.mesh import mesh_from_points
+    from pymc_sparse.spde.precision import SPDEPrecision, kappa_tau
+
+    mesh = mesh_from_points(rng.uniform(size=(12, 2)), max_edge=(0.2, 0.45), extension=0.4)
+    S = SPDEPrecision(mesh, 2)
+    A = mesh.projector(rng.uniform(size=(20, 2))).toarray()
+    y = rng.poisson(3.0, 20)
+    with pm.Model() as model:
+        r = pm.LogNormal("r", 0, 0.5)
+        s = pm.LogNormal("s", 0, 0.5)
+        f = MaternSPDE("f", mesh=S, range=r, sigma=s, alpha=2, mu=0.2)
+        pm.Poisson("y", mu=pm.math.exp(1.0 + pt.dot(A, f)), observed=y)
+    marginal = marginalize_laplace(model, "f")
+    assert {v.name for v in marginal.free_RVs} == {"r", "s"}
+    point = {"r_log__": np.log(0.5), "s_log__": np.log(1.5)}
+    got = marginal.compile_logp(vars=[marginal["y"]], jacobian=False)(point)
+    Q = S.matrix(*kappa_tau(0.5, 1.5, 2)).toarray()
+    ones = np.ones(20)
+    ref = dense_laplace(Q, 0.2, A, get_family("poisson"), y, ones, ones, ones)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-9)
+    assert np.all(np.isfinite(marginal.compile_dlogp()(point)))
