@@ -173,6 +173,14 @@ for label, idata in fits.items():
 # approximately under `pm.ICAR` (soft constraint, standard deviation $0.001\,n \approx
 # 1.9$ on the sum).
 #
+# On wall time: a log-density and gradient of the port costs less than the original's,
+# but nutpie takes about 3x more leapfrog steps per draw on the hard constraint (its
+# gradient-based mass-matrix adaptation; PyMC's own NUTS takes as many steps on both).
+# So the same number of draws takes longer (1.7-1.9x the CPU time), and each draw carries
+# more effective samples; per effective sample of `(beta0, sigma, rho)`, pooled over three
+# seeds, the notebook with `pms.ICAR` swapped in cost 1.10x the original's CPU time and
+# this port 1.47x ({doc}`../performance/small_n`, `benchmarks/small_n.py nutpie`).
+#
 # ## The notebook's counterfactual maps, with the same code
 #
 # The notebook draws posterior predictions with `pm.do(model, {"rho": 1.0})` (spatial
