@@ -137,8 +137,25 @@ _C_MATVEC_LOOP = """\
         COLUMN_DONE
     }
 """
-_C_QUAD_LOOP = _C_MATVEC_LOOP.replace("COLUMN_DONE", "tot += xj * yp[j];")
-_C_MATVEC_LOOP = _C_MATVEC_LOOP.replace("COLUMN_DONE", "")
+
+
+def _unit_or_strided(loop: str) -> str:
+    """Return the loop twice: plain indexing for unit strides (the usual case), else strided.
+
+    With plain indexing the compiler needs no stride multiply per load.
+    """
+    unit = loop.replace("PMS_AT(", "PMS_AT1(")
+    return (
+        "    if (A_s == 1 && B_s == 1 && IP_s == 1 && IX_s == 1) {\n"
+        + unit
+        + "    } else {\n"
+        + loop
+        + "    }\n"
+    )
+
+
+_C_QUAD_LOOP = _unit_or_strided(_C_MATVEC_LOOP.replace("COLUMN_DONE", "tot += xj * yp[j];"))
+_C_MATVEC_LOOP = _unit_or_strided(_C_MATVEC_LOOP.replace("COLUMN_DONE", ""))
 _C_HEADER = """
 /* Local data pointer and element stride of a 1-d input, read once: the loops then
    index plain pointers (no reload of the array struct after every store). */
@@ -146,6 +163,7 @@ _C_HEADER = """
     const T* role##_p = (const T*)PyArray_DATA(arr); \
     const npy_intp role##_s = PyArray_STRIDES(arr)[0] / (npy_intp)sizeof(T);
 #define PMS_AT(role, k) (role##_p[(k) * role##_s])
+#define PMS_AT1(role, k) (role##_p[(k)])
 """
 
 _C_CHECK = """
@@ -201,7 +219,7 @@ class _PatternOp(COp):
         return _C_HEADER
 
     def c_code_cache_version(self):
-        return (5,)
+        return (6,)
 
     def _c_prologue(self, node, inputs, sub, data, vectors):
         names = dict(zip(("a", "b", "indptr", "indices"), inputs, strict=True))

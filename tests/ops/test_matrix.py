@@ -178,3 +178,26 @@ def test_wrong_vector_length_raises_at_run_time(mode):
         f(np.ones(12))
     with pytest.raises(ValueError, match="length"):
         f(np.ones(3))
+
+
+@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
+def test_quad_form_and_matvec_on_strided_inputs(mode, rng):
+    """The C loops' unit-stride path and strided path give the same, dense-checked values."""
+    from pymc_sparse.ops.quadform import SparseMatVec, SparseQuadForm
+
+    A = random_spd(15, 0.3, rng)
+    pattern, data = SparsityPattern.from_scipy(A)
+    x = rng.normal(size=15)
+    d, v = pt.dvector("d"), pt.dvector("v")
+    ip, ix = pattern.indptr.astype(np.int64), pattern.indices.astype(np.int64)
+    quad, qx = SparseQuadForm()(d, v, ip, ix)
+    outs = [quad, qx, SparseMatVec()(d, v, ip, ix)]
+    f = pytensor.function([d, v], outs, mode=mode)
+    big_d, big_x = np.repeat(data, 2), np.repeat(x, 3)
+    for dd, xx in ((data, x), (big_d[::2], big_x[::3])):  # contiguous, then strided views
+        assert xx.strides[0] != 8 or dd is data
+        q, y, y2 = f(dd, xx)
+        dense = A.toarray()
+        np.testing.assert_allclose(y, dense @ x, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(y2, dense @ x, rtol=1e-12, atol=1e-12)
+        assert q == pytest.approx(x @ dense @ x, rel=1e-12)
