@@ -251,15 +251,30 @@ def _zero_sum_sums(v, free, comp, gather, t):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=False)
+def _component_terms(kind, s, m, vp):  # pragma: no cover - compiled
+    """``(shift of the free values, pivot's output)`` of one component: ``pms_zs_terms``.
+
+    ``s`` the sum of its free values (kinds 0, 1, 3), ``vp`` the value at its pivot (kinds
+    1, 2), ``m`` its size; kind 0 backward, 1 backward adjoint, 2 forward, 3 forward
+    adjoint.
+    """
+    r = np.sqrt(m)
+    if kind == 0:
+        return -(s / (r + m)), -s / r
+    if kind == 1:
+        return -s / (r + m) - vp / r, 0.0
+    if kind == 2:
+        return (-vp * r) / (r + m), 0.0
+    return 0.0, -(s / (r + m)) * r
+
+
+@numba.njit(cache=False)
 def _zero_sum_backward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
     if free.shape[0] + pivots.shape[0] < o.shape[0]:
         o[:] = 0.0  # nodes fixed at 0
     _zero_sum_sums(v, free, comp, False, t)
     for c in range(pivots.shape[0]):
-        m = sizes[c]
-        r = np.sqrt(m)
-        o[pivots[c]] = -t[c] / r
-        t[c] = -(t[c] / (r + m))
+        t[c], o[pivots[c]] = _component_terms(0, t[c], sizes[c], 0.0)
     for j in range(free.shape[0]):
         c = comp[j]
         o[free[j]] = v[j] + t[c] if c >= 0 else v[j]
@@ -277,18 +292,14 @@ def _zero_sum_gather(v, o, free, comp, t):  # pragma: no cover - compiled
 def _zero_sum_backward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no cover
     _zero_sum_sums(v, free, comp, True, t)
     for c in range(pivots.shape[0]):
-        m = sizes[c]
-        r = np.sqrt(m)
-        t[c] = -t[c] / (r + m) - v[pivots[c]] / r
+        t[c] = _component_terms(1, t[c], sizes[c], v[pivots[c]])[0]
     _zero_sum_gather(v, o, free, comp, t)
 
 
 @numba.njit(cache=False)
 def _zero_sum_forward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
     for c in range(pivots.shape[0]):
-        m = sizes[c]
-        r = np.sqrt(m)
-        t[c] = (-v[pivots[c]] * r) / (r + m)
+        t[c] = _component_terms(2, 0.0, sizes[c], v[pivots[c]])[0]
     _zero_sum_gather(v, o, free, comp, t)
 
 
@@ -300,9 +311,7 @@ def _zero_sum_forward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no
     for j in range(free.shape[0]):
         o[free[j]] = v[j]
     for c in range(pivots.shape[0]):
-        m = sizes[c]
-        r = np.sqrt(m)
-        o[pivots[c]] = -(t[c] / (r + m)) * r
+        o[pivots[c]] = _component_terms(3, t[c], sizes[c], 0.0)[1]
 
 
 # One row of each kind of ComponentZeroSum: the loops of its C kernel.
@@ -342,31 +351,29 @@ def _contiguous_shift(v, o, nf, t):  # pragma: no cover - compiled
 
 @numba.njit(cache=False)
 def _one_backward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
-    nf, r = free.shape[0], np.sqrt(sizes[0])
-    s = _contiguous_sum(v, nf)
-    _contiguous_shift(v, o, nf, -(s / (r + sizes[0])))
-    o[nf] = -s / r
+    nf = free.shape[0]
+    shift, o[nf] = _component_terms(0, _contiguous_sum(v, nf), sizes[0], 0.0)
+    _contiguous_shift(v, o, nf, shift)
 
 
 @numba.njit(cache=False)
 def _one_backward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no cover
-    nf, r = free.shape[0], np.sqrt(sizes[0])
-    s = _contiguous_sum(v, nf)
-    _contiguous_shift(v, o, nf, -s / (r + sizes[0]) - v[nf] / r)
+    nf = free.shape[0]
+    shift = _component_terms(1, _contiguous_sum(v, nf), sizes[0], v[nf])[0]
+    _contiguous_shift(v, o, nf, shift)
 
 
 @numba.njit(cache=False)
 def _one_forward(v, o, free, comp, pivots, sizes, t):  # pragma: no cover - compiled
-    nf, r = free.shape[0], np.sqrt(sizes[0])
-    _contiguous_shift(v, o, nf, (-v[nf] * r) / (r + sizes[0]))
+    nf = free.shape[0]
+    _contiguous_shift(v, o, nf, _component_terms(2, 0.0, sizes[0], v[nf])[0])
 
 
 @numba.njit(cache=False)
 def _one_forward_adjoint(v, o, free, comp, pivots, sizes, t):  # pragma: no cover
-    nf, r = free.shape[0], np.sqrt(sizes[0])
-    s = _contiguous_sum(v, nf)
+    nf = free.shape[0]
+    o[nf] = _component_terms(3, _contiguous_sum(v, nf), sizes[0], 0.0)[1]
     _contiguous_shift(v, o, nf, 0.0)
-    o[nf] = -(s / (r + sizes[0])) * r
 
 
 _ONE_COMPONENT_ROWS = {

@@ -177,6 +177,21 @@ static void pms_zs_sums(const pms_zs_layout* L, const npy_float64* v, int gather
     if (cur >= 0) t[cur] += (a0 + a1) + (a2 + a3);
 }
 
+/* One component's terms, with s the sum of its free values (kinds 0, 1, 3), vp the
+   value at its pivot (kinds 1, 2) and m its size: returns the shift added to its free
+   values and, for kinds 0 and 3, sets *piv to the pivot's output. */
+static npy_float64 pms_zs_terms(int kind, npy_float64 s, npy_float64 m, npy_float64 vp,
+                                npy_float64* piv)
+{
+    const npy_float64 r = sqrt(m);
+    switch (kind) {
+    case 0: *piv = -s / r; return -(s / (r + m));
+    case 1: return -s / (r + m) - vp / r;
+    case 2: return (-vp * r) / (r + m);
+    default: *piv = -(s / (r + m)) * r; return 0.0;
+    }
+}
+
 /* One row v -> o; t is a scratch vector of kp values.
    kind 0: backward, 1: backward adjoint, 2: forward, 3: forward adjoint. */
 static void pms_zs_row(int kind, const pms_zs_layout* L, const npy_float64* v, npy_float64* o,
@@ -191,14 +206,11 @@ static void pms_zs_row(int kind, const pms_zs_layout* L, const npy_float64* v, n
     }
     if (kind != 2) pms_zs_sums(L, v, kind == 1, t);
     for (c = 0; c < kp; ++c) {
-        const npy_float64 m = L->sz[c], r = sqrt(m);
         const npy_intp p = (npy_intp)L->pv[c];
-        switch (kind) {
-        case 0: o[p] = -t[c] / r; t[c] = -(t[c] / (r + m)); break;
-        case 1: t[c] = -t[c] / (r + m) - v[p] / r; break;
-        case 2: t[c] = (-v[p] * r) / (r + m); break;
-        default: o[p] = -(t[c] / (r + m)) * r;
-        }
+        npy_float64 piv = 0.0;
+        /* v holds the n nodes (and so the pivot) only for kinds 1 and 2 */
+        t[c] = pms_zs_terms(kind, t[c], L->sz[c], (kind == 1 || kind == 2) ? v[p] : 0.0, &piv);
+        if (kind == 0 || kind == 3) o[p] = piv;
     }
     if (kind == 0) {
         for (j = 0; j < nf; ++j) {
@@ -223,8 +235,7 @@ static void pms_zs_row_one(int kind, const pms_zs_layout* L, const npy_float64* 
                            npy_float64* o)
 {
     const npy_intp nf = L->nf;
-    const npy_float64 m = L->sz[0], r = sqrt(m);
-    npy_float64 s = 0.0, a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, shift;
+    npy_float64 s = 0.0, a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, shift, piv = 0.0;
     npy_intp j = 0;
     if (kind != 2) {
         for (; j + 3 < nf; j += 4) {
@@ -233,12 +244,8 @@ static void pms_zs_row_one(int kind, const pms_zs_layout* L, const npy_float64* 
         for (; j < nf; ++j) a0 += v[j];
         s = (a0 + a1) + (a2 + a3);
     }
-    switch (kind) {
-    case 0: shift = -(s / (r + m)); o[nf] = -s / r; break;
-    case 1: shift = -s / (r + m) - v[nf] / r; break;
-    case 2: shift = (-v[nf] * r) / (r + m); break;
-    default: shift = 0.0; o[nf] = -(s / (r + m)) * r;
-    }
+    shift = pms_zs_terms(kind, s, L->sz[0], (kind == 1 || kind == 2) ? v[nf] : 0.0, &piv);
+    if (kind == 0 || kind == 3) o[nf] = piv;
     for (j = 0; j < nf; ++j) o[j] = v[j] + shift;
 }
 #endif
@@ -353,7 +360,7 @@ class ComponentZeroSum(COp):
         return ["<math.h>"]
 
     def c_code_cache_version(self):
-        return (5,)
+        return (6,)
 
     def c_code(self, node, name, inputs, outputs, sub):
         v, n, fr, cm, pv, sz = inputs
