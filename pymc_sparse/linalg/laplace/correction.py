@@ -176,10 +176,11 @@ def state_correction(st, pairs: str = "factor") -> SecondOrderCorrection:
     with np.errstate(all="ignore"):
         c3 = st.d3
         c4 = fourth_derivative(s.family, inp.y, st.eta, inp.ntr, inp.phi)
-        sel = None
+        plan = sel = None
         if pairs == "factor":
             # One selected inverse on L's pattern serves diag(S) and the pairs.
-            sel = st.f.selected_inverse_factor()[_pair_plan(s, st.f).h_to_l]
+            plan = _pair_plan(s, st.f)
+            sel = st.f.selected_inverse_factor()[plan.h_to_l]
         sc = _sigma_c_on_h(st, sel)
         z = s.diag_a_sigma(inp.a, sc)[0]  # diag(S)
         quartic = float(c4 @ (z * z)) / 8.0
@@ -188,7 +189,7 @@ def state_correction(st, pairs: str = "factor") -> SecondOrderCorrection:
         cube_diag = float(np.sum(c3 * c3 * z**3)) / 12.0
         cube, npairs = cube_diag, 0
         if pairs == "factor":
-            i, j, sij = _offdiagonal_s(st)
+            i, j, sij = _offdiagonal_s(st, plan)
             cube += 2.0 * float(np.sum(c3[i] * c3[j] * sij**3)) / 12.0
             npairs = int(i.size)
     return SecondOrderCorrection(
@@ -270,7 +271,7 @@ def _pair_plan(s, f) -> _PairPlan:
     return plan
 
 
-def _offdiagonal_s(st):
+def _offdiagonal_s(st, plan=None):
     r"""Covered pairs :math:`i < j` of observations and their :math:`S_{ij}`.
 
     :math:`S_{ij} = \sum_{kl} A_{ik} A_{jl} (\Sigma_c)_{kl}` with :math:`\Sigma_c` on the
@@ -278,7 +279,7 @@ def _offdiagonal_s(st):
     :func:`_pair_plan`: one gather and one ``bincount`` per call.
     """
     s, a, f = st.s, st.inp.a, st.f
-    plan = _pair_plan(s, f)
+    plan = _pair_plan(s, f) if plan is None else plan
     vals = f.selected_inverse_factor()[plan.entry]
     if st.U is not None:
         vals = vals - np.einsum("ek,ek->e", (st.U @ st.Vinv)[plan.k_node], st.U[plan.l_node])
