@@ -22,7 +22,7 @@ supernodal mode, a negative pivot in simplicial LDL' mode); all are normalised h
 
 Numerical singularity is detected in :mod:`pymc_sparse.linalg.singular` (docs/reliability.md).
 
-The module is a little over 500 lines because :class:`Factor` and :class:`CholeskyCache`
+The module is about 590 lines because :class:`Factor` and :class:`CholeskyCache`
 share one locking and failure protocol; splitting them would put that protocol in two
 places.
 """
