@@ -177,7 +177,8 @@ def nyc_notebook_model(data, icar="pm"):
     As in pymc-examples ``spatial/nyc_bym`` (and ``docs/examples/pymc_nyc_bym.py``): dense
     ``W``, unit ``pm.ICAR`` ``phi``, iid ``theta``, the scaling factor ``s`` outside.
     ``icar="pms"``: the same model with ``pms.ICAR`` swapped in for ``pm.ICAR`` (the
-    user's one-line change of issue 16).
+    user's one-line change of issue 16); ``icar="pms-soft"``: with ``pms.ICAR(...,
+    zero_sum_stdev=0.001)``, ``pm.ICAR``'s own soft constraint.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -193,7 +194,8 @@ def nyc_notebook_model(data, icar="pm"):
         if icar == "pm":
             phi = pm.ICAR("phi", W=data["W"].toarray(), dims="area_idx")
         else:
-            phi = ICAR("phi", W=data["W"], dims="area_idx")
+            soft = 0.001 if icar == "pms-soft" else None
+            phi = ICAR("phi", W=data["W"], zero_sum_stdev=soft, dims="area_idx")
         sigma = pm.HalfNormal("sigma", 1)
         rho = pm.Beta("rho", 0.5, 0.5)
         mixture = pm.Deterministic(
@@ -215,9 +217,10 @@ def _cpu_seconds():
 def bench_nutpie(draws=500, tune=500, chains=2, seeds=(8926, 1, 2)):
     """NYC BYM2 with nutpie (numba backend): the notebook with ``pm.ICAR`` and with ours.
 
-    Three models, each compiled with ``nutpie.compile_pymc_model`` and sampled with the
+    Four models, each compiled with ``nutpie.compile_pymc_model`` and sampled with the
     same draws, tune, chains and seeds: the notebook's (``pm.ICAR``), the notebook with
-    ``pms.ICAR`` swapped in, and ``models.nyc_bym2`` (``pms.BYM2``).  Per seed: CPU time
+    ``pms.ICAR`` swapped in (exact constraint, and ``pm.ICAR``'s soft one), and
+    ``models.nyc_bym2`` (``pms.BYM2``).  Per seed: CPU time
     of sampling (process time of all threads plus child processes), mean leapfrog steps
     per draw, the smallest bulk ESS of (beta0, sigma, rho) and over every free coordinate.
     Reported: sampling CPU time (equal draws) and CPU seconds per effective draw.
@@ -237,6 +240,10 @@ def bench_nutpie(draws=500, tune=500, chains=2, seeds=(8926, 1, 2)):
     builds = (
         ("pm.ICAR (notebook)", nyc_notebook_model),
         ("pms.ICAR in the notebook", functools.partial(nyc_notebook_model, icar="pms")),
+        (
+            "pms.ICAR(zero_sum_stdev=0.001)",
+            functools.partial(nyc_notebook_model, icar="pms-soft"),
+        ),
         ("pms.BYM2 (models/nyc_bym2.py)", build_model),
     )
     compiled = {}

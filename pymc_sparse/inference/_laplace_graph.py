@@ -151,6 +151,12 @@ def _icar_field(name: str, op: ICARRV, node) -> Field:
     _, _, r_data, sigma = node.inputs
     pattern = op.pattern
     lay = _layout(pattern, op.singletons)
+    if op.zero_sum_stdev is not None:
+        raise MarginalizeError(
+            f"{name!r}: an ICAR with a soft constraint (zero_sum_stdev) has a dense rank-one "
+            "term per component in its precision; leave zero_sum_stdev=None (the exact "
+            "constraint, which the Laplace marginal imposes sparsely)."
+        )
     if op.singletons == "zero" and lay["n_singletons"]:
         raise MarginalizeError(
             f"{name!r}: an ICAR with singletons='zero' fixes nodes at 0, which the Laplace "
