@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 __all__ = [
+    "LOOP_MAX",
     "Supernodes",
     "map_pattern_to_supernodes",
     "supernodal_to_csc",
@@ -24,6 +25,12 @@ __all__ = [
     "supernodes",
     "supernodes_from_csc",
 ]
+
+
+#: Supernodes with ``k m^2 <= LOOP_MAX`` (``k`` columns, ``m`` rows) get the flat gather
+#: index of :class:`Supernodes`, which the kernel's plain-loop path needs; its ``small``
+#: threshold cannot exceed it.  At most ``LOOP_MAX / 2`` indices per supernode.
+LOOP_MAX = 8192
 
 
 @numba.njit(cache=True, nogil=True)
@@ -84,6 +91,13 @@ class Supernodes(NamedTuple):
     stored as *runs* ``(t0, rel, len)``: rows ``R[t0:t0+len]`` sit at consecutive
     positions ``rel, rel+1, ...`` of ``K``.  These runs turn the gather of
     :math:`\Sigma_{RR}` into contiguous copies.
+
+    For the small supernodes (``k m^2 <= loop_max``, :data:`LOOP_MAX` by default) the
+    runs are also unrolled into ``rr_idx``: the position in ``x`` of every entry of the
+    lower triangle of :math:`\Sigma_{RR}`, packed by columns (column ``b`` holds rows
+    ``b..r-1``), from ``rr_ptr[J]`` on (``rr_ptr[J+1] == rr_ptr[J]`` for the others).
+    On blocks of a few rows the runs are one or two entries long, and walking them
+    costs more than the arithmetic; a flat index list costs one load per entry.
     """
 
     sup: np.ndarray
@@ -101,6 +115,9 @@ class Supernodes(NamedTuple):
     run_len: np.ndarray
     max_r: int
     max_rk: int
+    rr_ptr: np.ndarray
+    rr_idx: np.ndarray
+    loop_max: int
 
     @property
     def n(self) -> int:
@@ -166,7 +183,39 @@ def _gather_plan(sup, pi, s, fill, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, 
     return nseg, nrun, snode
 
 
-def supernodes(sup, pi, px, s) -> Supernodes:
+@numba.njit(cache=True)
+def _rr_plan(sup, pi, px, s, snode, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, loop_max, idx_dtype):  # pragma: no cover - compiled  # fmt: skip  # noqa: E501
+    # The runs of the small supernodes unrolled into one position per entry of Sigma_RR.
+    ns = sup.size - 1
+    rr_ptr = np.zeros(ns + 1, dtype=np.int64)
+    for J in range(ns):
+        k = sup[J + 1] - sup[J]
+        m = pi[J + 1] - pi[J]
+        r = m - k
+        rr_ptr[J + 1] = rr_ptr[J] + (r * (r + 1) // 2 if k * m * m <= loop_max else 0)
+    rr_idx = np.empty(rr_ptr[ns], dtype=idx_dtype)
+    for J in range(ns):
+        k = sup[J + 1] - sup[J]
+        r = pi[J + 1] - pi[J] - k
+        if rr_ptr[J + 1] == rr_ptr[J]:
+            continue
+        base = pi[J] + k
+        for g in range(seg_ptr[J], seg_ptr[J + 1]):
+            K = seg_snode[g]
+            mK = pi[K + 1] - pi[K]
+            srcK = px[K] - sup[K] * mK
+            for b in range(seg_b0[g], seg_b1[g]):
+                src = srcK + s[base + b] * mK
+                o = rr_ptr[J] + b * r - b * (b - 1) // 2 - b  # column b starts at row b
+                for q in range(run_ptr[g], run_ptr[g + 1]):
+                    for u in range(run_len[q]):
+                        t = run_t0[q] + u
+                        if t >= b:
+                            rr_idx[o + t] = src + run_rel[q] + u
+    return rr_ptr, rr_idx
+
+
+def supernodes(sup, pi, px, s, loop_max: int | None = None) -> Supernodes:
     """Build the :class:`Supernodes` plan from CHOLMOD-style supernodal arrays.
 
     Parameters
@@ -174,6 +223,9 @@ def supernodes(sup, pi, px, s) -> Supernodes:
     sup, pi, px, s : array_like of int
         First column of each supernode (length ``nsuper + 1``), pointers into the row
         indices ``s`` and into the values, and the row indices themselves.
+    loop_max : int, optional
+        Supernodes with ``k m^2 <= loop_max`` get the flat gather index ``rr_idx``
+        (default :data:`LOOP_MAX`; 0 builds none).
 
     Raises
     ------
@@ -198,10 +250,17 @@ def supernodes(sup, pi, px, s) -> Supernodes:
     )
     k = np.diff(sup)
     r = np.diff(pi) - k
+    loop_max = LOOP_MAX if loop_max is None else int(loop_max)
+    # Unsigned: numba then skips the negative-index check. 32 bits: half the traffic.
+    idx_dtype = np.uint32 if px[-1] < 2**32 else np.uint64
+    rr_ptr, rr_idx = _rr_plan(
+        sup, pi, px, s, snode, seg_ptr, seg_snode, seg_b0, seg_b1,
+        run_ptr, run_t0, run_rel, run_len, loop_max, idx_dtype,
+    )  # fmt: skip
     return Supernodes(
         sup, pi, px, s, snode, seg_ptr, seg_snode, seg_b0, seg_b1,
         run_ptr, run_t0, run_rel, run_len,
-        int(r.max(initial=0)), int((r * k).max(initial=0)),
+        int(r.max(initial=0)), int((r * k).max(initial=0)), rr_ptr, rr_idx, loop_max,
     )  # fmt: skip
 
 

@@ -21,7 +21,9 @@ layout of CHOLMOD's factor, read in place (:func:`cholmod_supernodal_view`), wit
 dense block operations in BLAS/LAPACK; it does twice the flops of the factorisation
 and is what the factor cache uses for every factor: a simplicial one is first packed
 into the layout of its fundamental supernodes
-(:func:`~pymc_sparse.linalg.cholmod_struct.pack_simplicial`).
+(:func:`~pymc_sparse.linalg.cholmod_struct.pack_simplicial`).  Supernodes too small
+for BLAS calls to pay (most of them on a 2-D problem: one column, a few rows) run in
+the fused plain loops of :mod:`~pymc_sparse.linalg.takahashi_small`.
 
 This module holds only NumPy/numba kernels and a ctypes view of CHOLMOD's factor; it
 imports nothing from PyTensor.  Every compiled function is cached on disk
@@ -54,6 +56,12 @@ from pymc_sparse.linalg.supernodes import (
     supernodal_to_csc,
     supernodes,
     supernodes_from_csc,
+)
+from pymc_sparse.linalg.takahashi_small import (
+    _diagonal_and_y,
+    _gather_idx,
+    _small_fused,
+    _small_k1,
 )
 
 __all__ = [
@@ -189,71 +197,17 @@ def _gather_lower(J, k, r, sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, r
 
 
 @numba.njit(cache=True, nogil=True)
-def _small_supernode(k, m, p, x, Z, SRR, W, Y, y):  # pragma: no cover - compiled
-    # The BLAS path below in plain loops, for supernodes too small for BLAS calls to pay.
-    r = m - k
-    ok = True
-    # W = L_cc^{-1} (lower, leading dimension k) by forward substitution.
-    for c in range(k):
-        d = x[p + c * m + c]
-        if not d > 0.0:
-            ok = False
-            d = 1.0
-        W[c + c * k] = 1.0 / d
-        for i in range(c + 1, k):
-            acc = 0.0
-            for q_ in range(c, i):
-                acc += x[p + q_ * m + i] * W[q_ + c * k]
-            W[i + c * k] = -acc / x[p + i * m + i]
-    # Sigma_cc = W' W (lower triangle).
-    for j in range(k):
-        for i in range(j, k):
-            acc = 0.0
-            for q_ in range(i, k):
-                acc += W[q_ + i * k] * W[q_ + j * k]
-            Z[p + j * m + i] = acc
-    if r == 0:
-        return ok
-    # Y = L_Rc W  (r x k, leading dimension r)
-    for c in range(k):
-        for t in range(r):
-            acc = 0.0
-            for q_ in range(c, k):
-                acc += x[p + q_ * m + k + t] * W[q_ + c * k]
-            Y[t + c * r] = acc
-    # Sigma_Rc = -Sigma_RR Y with Sigma_RR's lower triangle; Sigma_cc -= Y' Sigma_Rc.
-    for c in range(k):
-        for t in range(r):
-            y[t] = 0.0
-        for u in range(r):
-            yu = Y[u + c * r]
-            y[u] += SRR[u + u * r] * yu
-            for t in range(u + 1, r):
-                a = SRR[t + u * r]
-                y[t] += a * yu
-                y[u] += a * Y[t + c * r]
-        q = p + c * m + k
-        for t in range(r):
-            Z[q + t] = -y[t]
-    for j in range(k):
-        q = p + j * m + k
-        for i in range(j, k):
-            acc = 0.0
-            for t in range(r):
-                acc += Y[t + i * r] * Z[q + t]
-            Z[p + j * m + i] -= acc
-    return ok
-
-
-@numba.njit(cache=True, nogil=True)
-def _takahashi_supernodal(sup, pi, px, s, snode, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, max_r, max_rk, x, Z, phases, small, nb):  # pragma: no cover - compiled  # fmt: skip  # noqa: E501
-    # phases: bit 1 copies L in, bit 2 gathers Sigma_RR, bit 4 does the arithmetic.
-    # Only the benchmark's breakdown switches phases off; the result is then meaningless.
+def _takahashi_supernodal(sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, max_r, max_rk, rr_ptr, rr_idx, x, Z, phases, small, nb):  # pragma: no cover - compiled  # fmt: skip  # noqa: E501
+    # phases: bit 1 copies L in, bit 2 gathers Sigma_RR, bit 4 does the arithmetic; the
+    # plain-loop path fuses its gather into the arithmetic and runs with bit 4.  Only the
+    # benchmark's breakdown switches phases off; the result is then meaningless.
+    # `small` is at most the plan's loop_max, so every supernode it admits is indexed.
     ns = sup.size - 1
     Y = np.empty(max(max_rk, 1))
+    A = np.empty(max(max_rk, 1))
     SRR = np.empty(max(max_r * max_r, 1))
     W = np.empty(64 * 64)
-    yv = np.empty(max(max_r, 1))
+    zc = np.empty(max(max_r, 1))
     ch = np.array([76, 82, 78, 84], dtype=np.int8)  # 'L', 'R', 'N', 'T'
     iv = np.zeros(8, dtype=np.int32)  # k, m, r, info, rows and columns of a block
     dv = np.array([1.0, -1.0, 0.0])
@@ -267,39 +221,51 @@ def _takahashi_supernodal(sup, pi, px, s, snode, seg_ptr, seg_snode, seg_b0, seg
         m = pi[J + 1] - pi[J]
         r = m - k
         p = px[J]
+        o_rr = rr_ptr[J]
         if k * m * m <= small and k <= 64:
-            if r > 0 and phases & 2:
-                _gather_lower(J, k, r, sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, Z, SRR)  # fmt: skip  # noqa: E501
             if phases & 4:
-                if not _small_supernode(k, m, p, x, Z, SRR, W, Y, yv):
+                if k == 1:  # most supernodes of a 2-D problem
+                    ok = _small_k1(p, r, x, Z, rr_idx, o_rr, Y, A)
+                else:
+                    ok = _small_fused(k, m, p, x, Z, rr_idx, o_rr, W, Y, A, zc)
+                if not ok:
                     status = 1
             continue
         iv[0] = k
         iv[1] = m
         iv[2] = r
-        # Sigma_cc <- (L_cc L_cc')^{-1}, computed in place in Z from a copy of L_cc.
-        if phases & 1:
-            for c in range(k):
-                q = p + c * m
-                for i in range(c, k):
-                    Z[q + i] = x[q + i]
-        if phases & 4:
-            _dpotri(cL, pk, Z[p:].ctypes, pm, pinfo)
-            if iv[3] != 0:
+        if rr_ptr[J + 1] > o_rr and k <= 64:
+            # Indexed (so r > 0): Sigma_cc = W'W and Y = L_Rc W in loops, which for a
+            # dozen columns cost less than the calls of dpotri and dtrsm, and Sigma_RR
+            # gathered by the flat index, one load per entry.
+            if phases & 4 and not _diagonal_and_y(k, m, p, x, Z, W, Y):
                 status = 1
-        if r == 0:
-            continue
-        # Y = L_Rc L_cc^{-1}  (r x k, leading dimension r)
-        if phases & 1:
-            for c in range(k):
-                q = p + c * m + k
-                o = c * r
-                for t in range(r):
-                    Y[o + t] = x[q + t]
-        if phases & 4:
-            _dtrsm(cR, cL, cN, cN, pr, pk, one, x[p:].ctypes, pm, Y.ctypes, pr)
-        if phases & 2:
-            _gather_lower(J, k, r, sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, Z, SRR)  # fmt: skip  # noqa: E501
+            if phases & 2:
+                _gather_idx(r, rr_idx, o_rr, Z, SRR)
+        else:
+            # Sigma_cc <- (L_cc L_cc')^{-1}, computed in place in Z from a copy of L_cc.
+            if phases & 1:
+                for c in range(k):
+                    q = p + c * m
+                    for i in range(c, k):
+                        Z[q + i] = x[q + i]
+            if phases & 4:
+                _dpotri(cL, pk, Z[p:].ctypes, pm, pinfo)
+                if iv[3] != 0:
+                    status = 1
+            if r == 0:
+                continue
+            # Y = L_Rc L_cc^{-1}  (r x k, leading dimension r)
+            if phases & 1:
+                for c in range(k):
+                    q = p + c * m + k
+                    o = c * r
+                    for t in range(r):
+                        Y[o + t] = x[q + t]
+            if phases & 4:
+                _dtrsm(cR, cL, cN, cN, pr, pk, one, x[p:].ctypes, pm, Y.ctypes, pr)
+            if phases & 2:
+                _gather_lower(J, k, r, sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, Z, SRR)  # fmt: skip  # noqa: E501
         if phases & 4:
             # Sigma_Rc = -Sigma_RR Y, written straight into the block of supernode J.
             _dsymm(cL, cL, pr, pk, mone, SRR.ctypes, pr, Y.ctypes, pr, zero, Z[p + k :].ctypes, pm)
@@ -359,10 +325,13 @@ def takahashi_supernodal(
         which at n = 10^6 cost a sizeable part of the kernel's time.
     phases : int
         For benchmarks only: a bit mask of the phases to run (1 copy-in, 2 gather,
-        4 arithmetic).  Anything but the default gives meaningless values.
+        4 arithmetic; the plain-loop supernodes do their gather with 4).  Anything but
+        the default gives meaningless values.
     small : int
         Supernodes with ``k m^2 <= small`` (``k`` columns, ``m`` rows) are done in
-        plain loops: for them the fixed cost of a BLAS call exceeds the arithmetic.
+        plain loops (:mod:`~pymc_sparse.linalg.takahashi_small`): for them the fixed
+        cost of a BLAS call exceeds the arithmetic.  Capped at ``sn.loop_max``, the
+        supernodes the plan holds a flat gather index for.
     nb : int
         Block width of the lower-triangle-only update of the diagonal block.
 
@@ -389,11 +358,17 @@ def takahashi_supernodal(
         raise ValueError(f"`out` must be a contiguous float64 array of shape {x.shape}.")
     else:
         Z = out
-    if _needs_blas(sn.sup, sn.pi, int(small)):
+    small = min(int(small), sn.loop_max)  # the loops read Sigma_RR through rr_idx
+    args = (
+        sn.sup, sn.pi, sn.px, sn.s, sn.seg_ptr, sn.seg_snode, sn.seg_b0, sn.seg_b1,
+        sn.run_ptr, sn.run_t0, sn.run_rel, sn.run_len, sn.max_r, sn.max_rk, sn.rr_ptr,
+        sn.rr_idx, x, Z, int(phases), small, int(nb),
+    )  # fmt: skip
+    if _needs_blas(sn.sup, sn.pi, small):
         with _BLAS_THREADS:
-            status = _takahashi_supernodal(*sn, x, Z, int(phases), int(small), int(nb))
+            status = _takahashi_supernodal(*args)
     else:  # plain loops only (small factors): no BLAS thread pool to guard
-        status = _takahashi_supernodal(*sn, x, Z, int(phases), int(small), int(nb))
+        status = _takahashi_supernodal(*args)
     if status:
         Z[:] = np.nan
     return Z

@@ -280,3 +280,101 @@ def test_takahashi_csc_matches_dense_on_a_simplicial_factor(name):
     np.testing.assert_allclose(Z, dense_on_factor(A, f, L.indptr, L.indices), atol=1e-12)
     Zs = takahashi_simplicial(L.indptr.astype(np.int64), L.indices.astype(np.int64), L.data)
     np.testing.assert_allclose(Z, Zs, rtol=1e-12, atol=1e-14)
+
+
+def simplicial_plan(A, loop_max=None):
+    """Fundamental supernodes of a simplicial AMD factor: many one-column supernodes."""
+    low = sp.tril(A).tocsc()
+    f = skc.analyze(low, mode="simplicial", ordering_method="amd").copy()
+    f.cholesky_inplace(low)
+    L = f.L().tocsc()
+    L.sort_indices()
+    _sn, to_x = supernodes_from_csc(L.indptr, L.indices)
+    sn = supernodes(_sn.sup, _sn.pi, _sn.px, _sn.s, loop_max=loop_max)
+    x = np.zeros(sn.xsize)
+    x[to_x] = L.data
+    return f, L, sn, x, to_x
+
+
+def test_flat_gather_index_points_at_sigma_rr():
+    # rr_idx[rr_ptr[J] + (packed column b, row t)] is where Sigma[R[t], R[b]] is stored.
+    _f, _L, sn, _x, _to_x = simplicial_plan(grid_laplacian(12), loop_max=300)
+    k, m = np.diff(sn.sup), np.diff(sn.pi)
+    indexed = k * m * m <= sn.loop_max
+    assert indexed.any() and not indexed.all()
+    pos = {}  # (row, column) of L -> position in x
+    ip, ix, to_x = supernodal_to_csc(sn)
+    for j in range(sn.n):
+        for q in range(ip[j], ip[j + 1]):
+            pos[ix[q], j] = to_x[q]
+    for J in range(k.size):
+        R = sn.s[sn.pi[J] + k[J] : sn.pi[J + 1]]
+        want = [pos[R[t], R[b]] for b in range(R.size) for t in range(b, R.size)]
+        got = sn.rr_idx[sn.rr_ptr[J] : sn.rr_ptr[J + 1]]
+        np.testing.assert_array_equal(got, want if indexed[J] else [])
+
+
+@pytest.mark.parametrize("small", [0, 64, 2048, 10**9], ids=["blas", "k1", "default", "all"])
+def test_plain_loop_paths_match_dense(small):
+    # One-column supernodes (the k = 1 loop), small multi-column ones (the fused loop)
+    # and BLAS supernodes in one factor; every `small` gives the dense answer.  small=0
+    # sends the indexed supernodes through loops for W and Y and BLAS for the products.
+    A = grid_laplacian(20)
+    f, L, sn, x, to_x = simplicial_plan(A)
+    k, m = np.diff(sn.sup), np.diff(sn.pi)
+    kmm = k * m * m
+    assert np.any((k == 1) & (m > 3))
+    assert np.any((k > 1) & (m > k) & (kmm <= 2048))
+    assert np.any(kmm > 2048)
+    if small == 64:  # only some one-column supernodes take the loops
+        assert np.any((k == 1) & (kmm <= 64)) and np.any((k == 1) & (kmm > 64))
+    Z = takahashi_supernodal(sn, x, small=small)[to_x]
+    assert rel_err(Z, dense_on_factor(A, f, L.indptr, L.indices)) < 1e-12
+    ref = takahashi_supernodal(sn, x, small=0)[to_x]
+    np.testing.assert_allclose(Z, ref, rtol=1e-12, atol=1e-15)
+
+
+def test_plan_without_flat_index_uses_runs():
+    # loop_max = 0: no flat index, so BLAS and the run-by-run gather everywhere.
+    A = grid_laplacian(15)
+    f, L, sn, x, to_x = simplicial_plan(A, loop_max=0)
+    assert sn.rr_idx.size == 0 and sn.loop_max == 0
+    Z = takahashi_supernodal(sn, x)[to_x]
+    assert rel_err(Z, dense_on_factor(A, f, L.indptr, L.indices)) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("which", "bad"),
+    [
+        *[(which, bad) for which in ("k1", "fused", "blas") for bad in (0.0, -1.0, np.nan)],
+        ("lapack", 0.0),  # LAPACK's dpotri flags exact zeros only
+    ],
+)
+def test_failed_pivot_in_each_path_is_nan(which, bad):
+    # k1, fused: the plain loops; blas: loops for W and Y, BLAS for the products;
+    # lapack: no flat index, dpotri and dtrsm.
+    _f, _L, sn, x, _to_x = simplicial_plan(grid_laplacian(20), 0 if which == "lapack" else None)
+    k, m = np.diff(sn.sup), np.diff(sn.pi)
+    kmm = k * m * m
+    where = {
+        "k1": (k == 1) & (m > 3),
+        "fused": (k > 1) & (m > k) & (kmm <= 2048),
+        "blas": (kmm > 2048) & (kmm <= sn.loop_max) & (m > k),
+        "lapack": k > 1,
+    }[which]
+    J = np.flatnonzero(where)[0]
+    x = x.copy()
+    c = k[J] - 1  # last column of the supernode: for k > 1, not the first pivot
+    x[sn.px[J] + c * (m[J] + 1)] = bad
+    assert np.all(np.isnan(takahashi_supernodal(sn, x)))
+
+
+def test_nan_off_the_diagonal_reaches_the_result():
+    # Fast-math in the loops is reassociation only: a NaN in L still propagates.
+    _f, _L, sn, x, _to_x = simplicial_plan(grid_laplacian(10))
+    k, m = np.diff(sn.sup), np.diff(sn.pi)
+    J = np.flatnonzero((k == 1) & (m > 3))[-1]
+    x = x.copy()
+    x[sn.px[J] + 1] = np.nan
+    Z = takahashi_supernodal(sn, x)
+    assert np.isnan(Z[sn.px[J]]) and np.isnan(Z[sn.px[J] + 1])
