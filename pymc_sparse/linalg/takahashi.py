@@ -23,7 +23,9 @@ and is what the factor cache uses for every factor: a simplicial one is first pa
 into the layout of its fundamental supernodes
 (:func:`~pymc_sparse.linalg.cholmod_struct.pack_simplicial`).  Supernodes too small
 for BLAS calls to pay (most of them on a 2-D problem: one column, a few rows) run in
-the fused plain loops of :mod:`~pymc_sparse.linalg.takahashi_small`.
+the fused plain loops of :mod:`~pymc_sparse.linalg.takahashi_small`.  A large factor
+is inverted on two threads, two groups of independent subtrees of its elimination tree
+side by side (:mod:`~pymc_sparse.linalg.takahashi_parallel`).
 
 This module holds only NumPy/numba kernels and a ctypes view of CHOLMOD's factor; it
 imports nothing from PyTensor.  Every compiled function is cached on disk
@@ -56,6 +58,12 @@ from pymc_sparse.linalg.supernodes import (
     supernodal_to_csc,
     supernodes,
     supernodes_from_csc,
+)
+from pymc_sparse.linalg.takahashi_parallel import (
+    KERNEL_THREADS,
+    PARALLEL_MIN_WORK,
+    parallel_split,
+    run_split,
 )
 from pymc_sparse.linalg.takahashi_small import (
     _diagonal_and_y,
@@ -197,12 +205,12 @@ def _gather_lower(J, k, r, sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, r
 
 
 @numba.njit(cache=True, nogil=True)
-def _takahashi_supernodal(sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, max_r, max_rk, rr_ptr, rr_idx, x, Z, phases, small, nb):  # pragma: no cover - compiled  # fmt: skip  # noqa: E501
+def _takahashi_supernodal(sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, run_ptr, run_t0, run_rel, run_len, max_r, max_rk, rr_ptr, rr_idx, x, Z, phases, small, nb, order):  # pragma: no cover - compiled  # fmt: skip  # noqa: E501
+    # order: the supernodes to invert, each after its ancestors (takahashi_parallel).
     # phases: bit 1 copies L in, bit 2 gathers Sigma_RR, bit 4 does the arithmetic; the
     # plain-loop path fuses its gather into the arithmetic and runs with bit 4.  Only the
     # benchmark's breakdown switches phases off; the result is then meaningless.
     # `small` is at most the plan's loop_max, so every supernode it admits is indexed.
-    ns = sup.size - 1
     Y = np.empty(max(max_rk, 1))
     A = np.empty(max(max_rk, 1))
     SRR = np.empty(max(max_r * max_r, 1))
@@ -216,7 +224,7 @@ def _takahashi_supernodal(sup, pi, px, s, seg_ptr, seg_snode, seg_b0, seg_b1, ru
     pbm, pbn = iv[4:].ctypes, iv[5:].ctypes
     one, mone, zero = dv[0:].ctypes, dv[1:].ctypes, dv[2:].ctypes
     status = 0
-    for J in range(ns - 1, -1, -1):
+    for J in order:
         k = sup[J + 1] - sup[J]
         m = pi[J + 1] - pi[J]
         r = m - k
@@ -289,6 +297,12 @@ def _needs_blas(sup, pi, small):  # pragma: no cover - compiled
     return False
 
 
+def _run(args, orders, ns):
+    if orders is None:
+        return _takahashi_supernodal(*args, np.arange(ns - 1, -1, -1))
+    return run_split(lambda order: _takahashi_supernodal(*args, order), orders)
+
+
 def takahashi_supernodal(
     sn: Supernodes,
     x: np.ndarray,
@@ -297,6 +311,8 @@ def takahashi_supernodal(
     phases: int = 7,
     small: int = 2048,
     nb: int = 128,
+    threads: int | None = None,
+    min_work: float = PARALLEL_MIN_WORK,
 ) -> np.ndarray:
     r"""Selected inverse ``Z = (L L')^{-1}`` of a supernodal factor, in the same layout.
 
@@ -334,6 +350,15 @@ def takahashi_supernodal(
         supernodes the plan holds a flat gather index for.
     nb : int
         Block width of the lower-triangle-only update of the diagonal block.
+    threads : int, optional
+        1 or 2 (default :data:`~pymc_sparse.linalg.takahashi_parallel.KERNEL_THREADS`).
+        With 2, a factor with at least ``min_work`` work (sum of ``k m^2``) is inverted
+        in two groups of independent subtrees of its elimination tree, on two threads,
+        after the supernodes above them
+        (:func:`~pymc_sparse.linalg.takahashi_parallel.parallel_split`).  Same values,
+        bit for bit, as on one thread: every supernode does the same operations.
+    min_work : float
+        Least work for two threads (tests lower it to split small factors).
 
     Returns
     -------
@@ -364,11 +389,13 @@ def takahashi_supernodal(
         sn.run_ptr, sn.run_t0, sn.run_rel, sn.run_len, sn.max_r, sn.max_rk, sn.rr_ptr,
         sn.rr_idx, x, Z, int(phases), small, int(nb),
     )  # fmt: skip
+    threads = KERNEL_THREADS if threads is None else int(threads)
+    orders = parallel_split(sn, min_work) if threads >= 2 else None
     if _needs_blas(sn.sup, sn.pi, small):
         with _BLAS_THREADS:
-            status = _takahashi_supernodal(*args)
+            status = _run(args, orders, sn.sup.size - 1)
     else:  # plain loops only (small factors): no BLAS thread pool to guard
-        status = _takahashi_supernodal(*args)
+        status = _run(args, orders, sn.sup.size - 1)
     if status:
         Z[:] = np.nan
     return Z

@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 from sksparse import cholmod as skc
 
+from pymc_sparse.linalg import takahashi as tk
 from pymc_sparse.linalg.cholmod import CholeskyCache
 from pymc_sparse.linalg.pattern import SparsityPattern
 from pymc_sparse.linalg.takahashi import (
@@ -21,6 +22,7 @@ from pymc_sparse.linalg.takahashi import (
     takahashi_simplicial,
     takahashi_supernodal,
 )
+from pymc_sparse.linalg.takahashi_parallel import parallel_split, run_split
 from tests.helpers import MATRIX_IDS, block_diagonal, grid_laplacian, matrix, random_spd
 
 
@@ -378,3 +380,98 @@ def test_nan_off_the_diagonal_reaches_the_result():
     x[sn.px[J] + 1] = np.nan
     Z = takahashi_supernodal(sn, x)
     assert np.isnan(Z[sn.px[J]]) and np.isnan(Z[sn.px[J] + 1])
+
+
+# -- two threads (pymc_sparse.linalg.takahashi_parallel) --------------------------------
+
+
+def split_factor():
+    """A nested-dissection factor large enough to split, and its split forced (no threshold)."""
+    A = grid_laplacian(40)
+    f, sn, x = supernodal_factor(A, "nesdis")
+    orders = parallel_split(sn, min_work=0)
+    assert orders is not None
+    return A, f, sn, x, orders
+
+
+def test_two_threads_are_bit_identical_to_one(monkeypatch):
+    A, f, sn, x, (top, g0, g1) = split_factor()
+    # Every supernode once; each after its ancestors within top + its own group.
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([top, g0, g1])), np.arange(sn.sup.size - 1)
+    )
+    assert top.size and g0.size and g1.size
+    assert parallel_split(sn, min_work=0)[1] is g0  # computed once per plan
+    calls = []
+    monkeypatch.setattr(tk, "run_split", lambda *a: calls.append(1) or run_split(*a))
+    ip, ix, to_x = supernodal_to_csc(sn)
+    Z1 = takahashi_supernodal(sn, x, threads=1)[to_x]
+    Z2 = takahashi_supernodal(sn, x, threads=2, min_work=0)[to_x]
+    assert calls == [1]
+    np.testing.assert_array_equal(Z2, Z1)
+    assert rel_err(Z2, dense_on_factor(A, f, ip, ix)) < 1e-12
+    # Below the threshold, or on one thread, no split.
+    takahashi_supernodal(sn, x, threads=2, min_work=1e30)
+    takahashi_supernodal(sn, x, threads=1, min_work=0)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("group", "bad"),
+    [(0, 0.0), *[(g, bad) for g in (1, 2) for bad in (0.0, -1.0, np.nan)]],
+    ids=["top-zero", *[f"group{g}-{b}" for g in (0, 1) for b in ("zero", "neg", "nan")]],
+)
+def test_failed_pivot_in_either_group_is_nan(group, bad):
+    # In a group: a one-column supernode (the loops flag 0, < 0 and NaN); in the top, a
+    # large one, where LAPACK's dpotri flags exact zeros only.
+    _A, _f, sn, x, orders = split_factor()
+    k = np.diff(sn.sup)[orders[group]]
+    J = orders[group][np.flatnonzero(k == 1)[0] if group else np.argmax(k)]
+    m = sn.pi[J + 1] - sn.pi[J]
+    x = x.copy()
+    x[sn.px[J] + (sn.sup[J + 1] - sn.sup[J] - 1) * (m + 1)] = bad
+    assert np.all(np.isnan(takahashi_supernodal(sn, x, threads=1)))
+    assert np.all(np.isnan(takahashi_supernodal(sn, x, threads=2, min_work=0)))
+
+
+def test_worker_thread_exception_propagates():
+    def kernel(order):
+        if order is orders[2]:
+            raise FloatingPointError("in the worker")
+        return 0
+
+    orders = (np.arange(1), np.arange(2), np.arange(3))
+    with pytest.raises(FloatingPointError, match="in the worker"):
+        run_split(kernel, orders)
+    assert run_split(lambda order: int(order.size == 2), orders) == 1
+
+
+def csc_plan(A):
+    """Fundamental supernodes of the factor of ``A`` in its natural order (no postorder)."""
+    L = sp.csc_matrix(np.linalg.cholesky(A.toarray()))
+    L.eliminate_zeros()
+    L.sort_indices()
+    sn, to_x = supernodes_from_csc(L.indptr, L.indices)
+    x = np.zeros(sn.xsize)
+    x[to_x] = L.data
+    return L, sn, x, to_x
+
+
+@pytest.mark.parametrize("shape", ["not_postordered", "chain"])
+def test_unsplittable_plan_runs_serially(shape):
+    if shape == "not_postordered":
+        # Elimination tree 0 -> 2 -> 4 and 1 -> 3 -> 4: the subtree {0, 2} is not a range.
+        i, j = np.array([2, 3, 4, 4]), np.array([0, 1, 2, 3])
+    else:  # a path: every supernode has one child, nothing to run side by side
+        i, j = np.arange(1, 30), np.arange(29)
+    n = i.max() + 1
+    W = sp.coo_matrix((np.ones(i.size), (i, j)), shape=(n, n))
+    A = (3.0 * sp.identity(n) - W - W.T).tocsc()
+    L, sn, x, to_x = csc_plan(A)
+    assert parallel_split(sn, min_work=0) is None
+    Z = takahashi_supernodal(sn, x, threads=2, min_work=0)[to_x]
+    np.testing.assert_allclose(
+        Z,
+        np.linalg.inv(A.toarray())[L.indices, np.repeat(np.arange(n), np.diff(L.indptr))],
+        rtol=1e-12,
+    )
