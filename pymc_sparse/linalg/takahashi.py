@@ -60,8 +60,8 @@ from pymc_sparse.linalg.supernodes import (
     supernodes_from_csc,
 )
 from pymc_sparse.linalg.takahashi_parallel import (
-    KERNEL_THREADS,
     PARALLEL_MIN_WORK,
+    kernel_threads,
     parallel_split,
     run_split,
 )
@@ -351,7 +351,8 @@ def takahashi_supernodal(
     nb : int
         Block width of the lower-triangle-only update of the diagonal block.
     threads : int, optional
-        1 or 2 (default :data:`~pymc_sparse.linalg.takahashi_parallel.KERNEL_THREADS`).
+        1 or 2 (default :func:`~pymc_sparse.linalg.takahashi_parallel.kernel_threads`:
+        2 on a machine with two or more cores, 1 in a forked child).
         With 2, a factor with at least ``min_work`` work (sum of ``k m^2``) is inverted
         in two groups of independent subtrees of its elimination tree, on two threads,
         after the supernodes above them
@@ -389,7 +390,7 @@ def takahashi_supernodal(
         sn.run_ptr, sn.run_t0, sn.run_rel, sn.run_len, sn.max_r, sn.max_rk, sn.rr_ptr,
         sn.rr_idx, x, Z, int(phases), small, int(nb),
     )  # fmt: skip
-    threads = KERNEL_THREADS if threads is None else int(threads)
+    threads = kernel_threads() if threads is None else int(threads)
     orders = parallel_split(sn, min_work) if threads >= 2 else None
     if _needs_blas(sn.sup, sn.pi, small):
         with _BLAS_THREADS:

@@ -43,11 +43,25 @@ import numba
 import numpy as np
 
 from pymc_sparse.linalg.lru import LRUCache
+from pymc_sparse.linalg.threads import NUMERIC_THREADS
 
-__all__ = ["KERNEL_THREADS", "PARALLEL_MIN_WORK", "parallel_split", "run_split"]
+__all__ = ["KERNEL_THREADS", "PARALLEL_MIN_WORK", "kernel_threads", "parallel_split", "run_split"]
 
 #: Threads of the selected inversion of a large factor; 1 on a single-core machine.
 KERNEL_THREADS = 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def kernel_threads() -> int:
+    """Return the kernel's thread count: :data:`KERNEL_THREADS`, or 1 in a forked child.
+
+    A forked process is usually one of several working side by side (``pm.sample``'s
+    chains, the workers of :class:`~pymc_sparse.linalg.forkpool.ForkPool`), which
+    already occupy the cores: two kernel threads each would oversubscribe them (two
+    threads lose 10-20 % against one when the other core is busy).
+    """
+    return 1 if NUMERIC_THREADS.forked else KERNEL_THREADS
+
+
 #: Below this much work (sum of ``k m^2`` over the supernodes) the kernel runs on one
 #: thread: starting a thread and splitting the tree would not pay.
 PARALLEL_MIN_WORK = 5e6

@@ -475,3 +475,22 @@ def test_unsplittable_plan_runs_serially(shape):
         np.linalg.inv(A.toarray())[L.indices, np.repeat(np.arange(n), np.diff(L.indptr))],
         rtol=1e-12,
     )
+
+
+def _threads_in_child(_):
+    from pymc_sparse.linalg.takahashi_parallel import kernel_threads
+
+    return kernel_threads()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs fork")
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
+def test_forked_child_inverts_on_one_thread():
+    """A forked child (a chain of pm.sample, a ForkPool worker) uses one kernel thread."""
+    import multiprocessing
+
+    from pymc_sparse.linalg.takahashi_parallel import KERNEL_THREADS, kernel_threads
+
+    assert kernel_threads() == KERNEL_THREADS
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.map(_threads_in_child, [0]) == [1]
