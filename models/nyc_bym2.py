@@ -50,9 +50,13 @@ def load_data() -> dict:
     return data
 
 
-def build_model(data: dict) -> pm.Model:
-    """Model 3: BYM2 Poisson with log-offset log E and an intercept only."""
-    return build_bym2_poisson(data, covariate=False)
+def build_model(data: dict, zero_sum_stdev: float | None = None) -> pm.Model:
+    """Model 3: BYM2 Poisson with log-offset log E and an intercept only.
+
+    ``zero_sum_stdev=0.001`` gives ``pm.ICAR``'s soft constraint, which nutpie samples in
+    fewer steps (docs/performance/small_n.md); None (default) the exact one.
+    """
+    return build_bym2_poisson(data, covariate=False, zero_sum_stdev=zero_sum_stdev)
 
 
 def main(argv=None):

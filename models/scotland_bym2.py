@@ -55,7 +55,9 @@ def load_data(graph: str = "connected") -> dict:
     return load_scotland(graph=graph)
 
 
-def build_bym2_poisson(data: dict, *, covariate: bool = True) -> pm.Model:
+def build_bym2_poisson(
+    data: dict, *, covariate: bool = True, zero_sum_stdev: float | None = None
+) -> pm.Model:
     r"""BYM2 Poisson regression with log offset :math:`\log E` (shared by models 1-3).
 
     Parameters
@@ -65,6 +67,9 @@ def build_bym2_poisson(data: dict, *, covariate: bool = True) -> pm.Model:
         covariate) when ``covariate``; optional ``names`` for the area coordinate.
     covariate : bool
         Include ``beta1 * x`` in the linear predictor.
+    zero_sum_stdev : float, optional
+        None: the exact sum-to-zero constraint; a number: ``pm.ICAR``'s soft one
+        (:func:`~pymc_sparse.distributions.bym2.BYM2`).
     """
     y = np.asarray(data["y"])
     E = np.asarray(data["E"], dtype=np.float64)
@@ -82,7 +87,7 @@ def build_bym2_poisson(data: dict, *, covariate: bool = True) -> pm.Model:
             eta = eta + beta1 * x
         sigma = pm.HalfNormal("sigma", 1.0)
         rho = pm.Beta("rho", 0.5, 0.5)
-        b = BYM2("b", W=data["W"], sigma=sigma, rho=rho, dims="area")
+        b = BYM2("b", W=data["W"], sigma=sigma, rho=rho, dims="area", zero_sum_stdev=zero_sum_stdev)
         eta = eta + b
         # Relative risk exp(eta - log E): the quantity mapped in disease mapping.
         pm.Deterministic("rr", pm.math.exp(eta - log_E), dims="area")

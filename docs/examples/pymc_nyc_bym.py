@@ -176,13 +176,13 @@ for label, idata in fits.items():
 # On wall time: a log-density and gradient of the port costs less than the original's,
 # but nutpie takes about 3x more leapfrog steps per draw on the hard constraint (a soft
 # constraint's stiff sum direction makes its trajectories turn early; PyMC's own NUTS
-# takes as many steps on both). So the same number of draws takes longer (1.6-1.9x the
+# takes as many steps on both). So the same number of draws takes longer (1.5-1.9x the
 # CPU time), and each draw carries more effective samples; per effective sample of
 # `(beta0, sigma, rho)`, pooled over three seeds, the notebook with `pms.ICAR` swapped in
-# cost 1.23-1.34x the original's CPU time and this port 1.42x. With `pm.ICAR`'s own soft
-# constraint, `pms.ICAR("phi", W=W, zero_sum_stdev=0.001)`, the swapped notebook is
-# `pm.ICAR`'s model on our kernels: 0.87-0.92x the original's CPU time at equal draws,
-# 0.76-0.97x per effective draw ({doc}`../performance/small_n`,
+# cost 0.90-1.34x the original's CPU time and this port 0.99-1.42x (three runs). With
+# `pm.ICAR`'s own soft constraint, `pms.ICAR("phi", W=W, zero_sum_stdev=0.001)`, the
+# swapped notebook is `pm.ICAR`'s model on our kernels: 0.87-0.92x the original's CPU
+# time at equal draws, 0.70-0.97x per effective draw ({doc}`../performance/small_n`,
 # `benchmarks/small_n.py nutpie`).
 #
 # ## The notebook's counterfactual maps, with the same code

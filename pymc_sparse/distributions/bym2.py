@@ -52,6 +52,7 @@ def BYM2(
     scaling: str = "inla",
     u_name: str | None = None,
     v_name: str | None = None,
+    zero_sum_stdev: float | None = None,
     model: pm.Model | None = None,
 ):
     r"""Create a BYM2 random effect in the current model (non-centred).
@@ -61,8 +62,8 @@ def BYM2(
     Three variables are added to the model:
 
     * ``f"{name}_u"`` (or ``u_name``): unit :class:`~pymc_sparse.distributions.icar.ICAR`
-      on ``W`` with a hard sum-to-zero constraint per connected component (the
-      notebooks' ``phi``);
+      on ``W`` with a sum-to-zero constraint per connected component, exact unless
+      ``zero_sum_stdev`` is given (the notebooks' ``phi``);
     * ``f"{name}_v"`` (or ``v_name``): iid standard normal, shape ``(n,)`` (the
       notebooks' ``theta``);
     * ``name``: the Deterministic :math:`b`, which is returned.
@@ -88,6 +89,11 @@ def BYM2(
         Names of the structured and unstructured components, default ``f"{name}_u"`` and
         ``f"{name}_v"``; pass e.g. ``u_name="phi", v_name="theta"`` to keep the names of
         a hand-written BYM2 (for ``var_names=``, ``pm.do``, saved traces).
+    zero_sum_stdev : float, optional
+        Passed to the ICAR component: None (default) for the exact constraint, a number
+        for ``pm.ICAR``'s soft one (0.001 is ``pm.ICAR``'s default; see
+        :class:`~pymc_sparse.distributions.icar.ICAR` and ``docs/migration.md`` for when
+        a sampler prefers it).
     model : pm.Model, optional
 
     Returns
@@ -141,6 +147,7 @@ def BYM2(
             u_name or f"{name}_u",
             W=Wv if W_source is None else W_source,
             sigma=1.0,
+            zero_sum_stdev=zero_sum_stdev,
             singletons="iid",
             dims=dims,
         )

@@ -133,3 +133,20 @@ def test_nuts_lip_cancer_converges():
     rhat = az.rhat(idata, var_names=["beta0", "beta1", "sigma", "rho"])
     assert all(float(rhat[v]) < 1.02 for v in rhat.data_vars)
     assert float(idata.posterior["beta1"].quantile(0.025)) > 0
+
+
+def test_zero_sum_stdev_reaches_the_icar_component(rng):
+    """zero_sum_stdev makes b_u pm.ICAR's soft-constrained field: no transform, same logp."""
+    W = scotland_adjacency("connected")
+    n = W.shape[0]
+    with pm.Model() as m:
+        BYM2("b", W, 0.8, 0.4, zero_sum_stdev=0.01)
+    assert m["b_u"].owner.op.zero_sum_stdev == 0.01
+    assert "b_u" in {v.name for v in m.value_vars}  # free in R^n: no zero-sum transform
+    x = rng.normal(size=n)
+    ours = m.compile_logp(vars=[m["b_u"]], mode=FAST)({"b_u": x, "b_v": np.zeros(n)})
+    ref = pm.logp(ICAR.dist(W=W, zero_sum_stdev=0.01), x).eval(mode=FAST)
+    np.testing.assert_allclose(ours, ref, rtol=1e-12)
+    with pm.Model() as exact:
+        BYM2("b", W, 0.8, 0.4)
+    assert exact["b_u"].owner.op.zero_sum_stdev is None
