@@ -120,7 +120,7 @@ def test_refuses_high_dimensional_models_and_bad_arguments():
 
 @pytest.mark.parametrize("k", [3, 6], ids=["k3", "k6"])
 def test_degenerate_mixture_component_is_repaired_not_raised(k):
-    from pymc_sparse.inference.imh import _fit_mixture
+    from pymc_sparse.inference._mixture import _fit_mixture
 
     rng = np.random.default_rng(k)
     scales = np.logspace(-3, 2, k)
@@ -137,7 +137,7 @@ def test_degenerate_mixture_component_is_repaired_not_raised(k):
 
 
 def test_singular_t_shape_is_repaired():
-    from pymc_sparse.inference.imh import _t
+    from pymc_sparse.inference._mixture import _t
 
     t = _t(np.zeros(3), np.diag([1.0, 1e-14, 0.0]), 5.0)
     assert np.isfinite(t.logpdf(np.zeros(3)))
